@@ -1,0 +1,1 @@
+"""Card drivers: one API over the simulated card, PYNQ and a network-attached card."""

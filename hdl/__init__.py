@@ -1,0 +1,1 @@
+"""Amaranth gateware of the card (the feed handler lands with the gateware issue)."""

@@ -1,0 +1,1 @@
+"""The golden model: an exact order-book engine that the gateware is checked against."""

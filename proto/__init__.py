@@ -1,0 +1,1 @@
+"""Wire formats, declared once as field tables and shared by gateware and software."""

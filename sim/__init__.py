@@ -1,0 +1,1 @@
+"""Simulation: market generator, feed packetiser, exchange simulator and test-bench helpers."""
