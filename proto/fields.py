@@ -25,6 +25,7 @@ class Kind(enum.Enum):
 
     UINT = "uint"  # unsigned integer in the table's byte order
     ALPHA = "alpha"  # ASCII text, left-justified and padded with spaces
+    NUMERIC = "numeric"  # ASCII decimal integer, right-justified and padded with spaces (SoupBinTCP)
     PRICE4 = "price4"  # unsigned integer price with 4 implied decimal places
     PRICE8 = "price8"  # unsigned integer price with 8 implied decimal places
     PAD = "pad"  # reserved bytes: written as zero, ignored when read
@@ -34,7 +35,7 @@ class Kind(enum.Enum):
         return self in (Kind.UINT, Kind.PRICE4, Kind.PRICE8)
 
 
-UINT, ALPHA, PRICE4, PRICE8, PAD = Kind.UINT, Kind.ALPHA, Kind.PRICE4, Kind.PRICE8, Kind.PAD
+UINT, ALPHA, NUMERIC, PRICE4, PRICE8, PAD = Kind.UINT, Kind.ALPHA, Kind.NUMERIC, Kind.PRICE4, Kind.PRICE8, Kind.PAD
 
 _STRUCT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
@@ -127,6 +128,9 @@ class Layout:
             if f.kind.is_integer and f.width in _STRUCT_CODES:
                 codes.append(_STRUCT_CODES[f.width])
                 plan.append((f, 0))
+            elif f.kind is Kind.NUMERIC:
+                codes.append(f"{f.width}s")
+                plan.append((f, 3))
             else:
                 codes.append(f"{f.width}s")
                 plan.append((f, 1 if f.kind.is_integer else 2))
@@ -147,6 +151,12 @@ class Layout:
             if f.name not in given:
                 raise KeyError(f"{self.name}: field {f.name!r} is required")
             v = given[f.name]
+            if how == 3:
+                text = str(int(v))
+                if int(v) < 0 or len(text) > f.width:
+                    raise ValueError(f"{self.name}.{f.name}: {v} does not fit {f.width} ASCII digits")
+                args.append(text.rjust(f.width).encode("ascii"))
+                continue
             if how == 2:
                 raw = v.encode("ascii") if isinstance(v, str) else bytes(v)
                 if len(raw) > f.width:
@@ -168,6 +178,13 @@ class Layout:
         for (f, how), v in zip(self._plan, raw):
             if how == 1:
                 v = int.from_bytes(v, self.byteorder)
+            elif how == 3:
+                text = v.strip(b" ")
+                if not text.isdigit():
+                    raise MalformedError(
+                        f"{self.name}.{f.name}", offset + f.offset, "right-justified ASCII digits", repr(v)
+                    )
+                v = int(text)
             elif how == 2:
                 try:
                     v = v.decode("ascii").rstrip(" ")
