@@ -1,0 +1,58 @@
+# wirebook: two commands set up a fresh Debian machine.
+#   make test   create .venv, install everything pinned (Python and Debian packages), run the whole suite
+#   make run    the main job: generate a market and its feed, replay it through the golden model
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := tshark
+OUT := out
+PYTEST_ARGS ?=
+
+.PHONY: test run install debian-packages lint bench lock clean
+
+test: install debian-packages lint
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+run: install
+	@mkdir -p $(OUT)
+	$(BIN)/wirebook gen --symbols 50 --messages 200000 --seed 1 -o $(OUT)/market.itch --pcap $(OUT)/market.pcap
+	$(BIN)/wirebook replay $(OUT)/market.pcap
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+
+# The cffi extensions are built in place (editable install), so the build tools come from the lock too.
+$(STAMP): pyproject.toml setup.py constraints.txt proto/itch_framer.c proto/itch_framer.h | $(BIN)/python
+	$(PIP) install -q -c constraints.txt pip setuptools wheel cffi
+	$(PIP) install -q -c constraints.txt --no-build-isolation -e '.[sim,hw,pynq,dev]'
+	touch $@
+
+# Debian packages the tests need, installed when missing (as root on a fresh machine).
+debian-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python bench/bench_model.py
+	$(BIN)/python bench/bench_decode.py
+
+# Re-pin every Python package after a dependency change in pyproject.toml.
+lock: install
+	{ head -2 constraints.txt; echo "pip==$$($(PIP) --version | cut -d' ' -f2)"; \
+	  $(PIP) freeze --all --exclude-editable | grep -v -e '^-e' -e '^pip=='; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(OUT) build *.egg-info proto/*.so
