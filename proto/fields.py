@@ -226,13 +226,18 @@ class Layout:
                 formats.append(f"S{f.width}")
         return np.dtype(list(zip([f.name for f in self.value_fields], formats)))
 
-    def decode_array(self, rows: np.ndarray) -> np.ndarray:
-        """Decode an (n, length) uint8 array of packed records into the native dtype."""
+    def decode_array(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode an (n, length) uint8 array of packed records into the native dtype.
+
+        `out`, when given, is any structured array of n rows that has the native fields (it may have more,
+        e.g. an index column); the fields are written into it and it is returned.
+        """
         if rows.ndim != 2 or rows.shape[1] != self.length:
             raise ValueError(f"{self.name}: need (n, {self.length}) bytes, got shape {rows.shape}")
         rows = np.ascontiguousarray(rows, dtype=np.uint8)
         wire = rows.view(self.wire_dtype).reshape(-1)
-        out = np.empty(len(rows), dtype=self.native_dtype)
+        if out is None:
+            out = np.empty(len(rows), dtype=self.native_dtype)
         for f in self.value_fields:
             if f.kind.is_integer and f.width not in _STRUCT_CODES:
                 out[f.name] = _odd_width_uint(rows[:, f.offset : f.end], self.byteorder)

@@ -30,6 +30,7 @@ from .errors import MalformedError, TruncatedError
 DEFAULT_CHUNK_SIZE = 64 << 20
 _MIN_MESSAGE_SPAN = 2 + min(layout.length for layout in itch.MESSAGES.values())
 _LENGTH_TABLE = np.ascontiguousarray(itch.LENGTH_BY_TYPE_BYTE)
+_LENGTH_LIST = _LENGTH_TABLE.tolist()  # plain ints: the per-message writer path avoids numpy scalars
 
 
 @dataclass
@@ -183,13 +184,11 @@ class ItchWriter:
         self.count = 0
 
     def write(self, message: bytes) -> None:
-        itch.layout_of(message[0])  # refuses bytes that are not an ITCH message
-        if len(message) != itch.LENGTH_BY_TYPE_BYTE[message[0]]:
-            raise ValueError(
-                f"ITCH {chr(message[0])!r} message must be {itch.LENGTH_BY_TYPE_BYTE[message[0]]} bytes, "
-                f"got {len(message)}"
-            )
-        self._buf.write(len(message).to_bytes(2, "big"))
+        length = _LENGTH_LIST[message[0]]
+        if len(message) != length:
+            itch.layout_of(message[0])  # names the type letter when it is not an ITCH 5.0 type
+            raise ValueError(f"ITCH {chr(message[0])!r} message must be {length} bytes, got {len(message)}")
+        self._buf.write(length.to_bytes(2, "big"))
         self._buf.write(message)
         self.count += 1
         if self._buf.tell() >= self._limit:
