@@ -1,0 +1,72 @@
+"""Shared by the benchmarks: the input file, timing, and the recorded results tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DATA = ROOT / "out" / "bench"
+
+
+def generated_file(symbols: int = 100, messages: int = 1_000_000, seed: int = 7) -> Path:
+    """The benchmark's input: a generated market, made once and reused (deterministic by seed)."""
+    from wirebook.sim import market
+
+    path = DATA / f"market-{symbols}s-{messages}m-seed{seed}.itch"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        market.write_itch(tmp, symbols=symbols, messages=messages, seed=seed)
+        tmp.rename(path)
+    return path
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
+    """Best wall time of `repeat` runs (the least disturbed by the machine), and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, result
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def record(name: str, title: str, command: str, header: list[str], rows: list[list[str]], notes: str = "") -> str:
+    """Write bench/results/<name>.md (a markdown table with how it was measured) and return it."""
+    lines = [f"# {title}", "", f"Measured by `{command}` at commit {commit()} on {machine()}.", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    if notes:
+        lines += ["", notes]
+    text = "\n".join(lines) + "\n"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(text)
+    return text
