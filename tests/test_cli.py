@@ -1,0 +1,104 @@
+"""The `wirebook` command, run as a user runs it: gen, replay (file and pcap), inspect, errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wirebook.proto import itch, itch_file
+from wirebook.sim import oracles
+
+RITCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "ritch" / "ex20101224.TEST_ITCH_50"
+# Per-type counts published with the file (RITCH's README and test suite).
+RITCH_COUNTS = {"S": 6, "R": 3, "H": 3, "A": 4997, "F": 3, "E": 198, "X": 45, "D": 1745, "U": 12, "P": 5000}
+
+
+def wirebook(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "wirebook", *map(str, args)], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"wirebook {' '.join(map(str, args))} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def market(tmp_path_factory):
+    out = tmp_path_factory.mktemp("market")
+    wirebook("gen", "--symbols", 8, "--messages", 6000, "--seed", 5, "-o", out / "m.itch", "--pcap", out / "m.pcap")
+    return out / "m.itch", out / "m.pcap"
+
+
+def test_replay_ritch_gives_the_published_counts(tmp_path):
+    summary = json.loads(wirebook("replay", RITCH, "--lenient", "--json").stdout)
+    assert summary["messages"] == {t: RITCH_COUNTS.get(t, 0) for t in itch.TYPES}
+    assert summary["framing"] == "tolerant"
+    assert summary["skipped_unknown_order"] == 117
+    # the number of top-of-book changes meatpy finds on the same messages (a file with true lengths)
+    fixed = tmp_path / "ritch.itch"
+    chunk = itch_file.read_all(RITCH, tolerant=True)
+    with itch_file.ItchWriter(fixed) as w:
+        for i in range(len(chunk)):
+            w.write(chunk.message(i))
+    assert summary["bbo_updates"] == len(oracles.meatpy_bbo_changes(fixed))
+    assert set(summary["final_bbo"]) == {"ALC", "BOB", "CHAR"}
+
+
+def test_replay_of_the_pcap_equals_replay_of_the_file(market):
+    itch_path, pcap_path = market
+    from_file = json.loads(wirebook("replay", itch_path, "--json").stdout)
+    from_pcap = json.loads(wirebook("replay", pcap_path, "--json").stdout)
+    assert from_file["source"] == "itch" and from_pcap["source"] == "pcap"
+    for key in ("messages", "bbo_updates", "bbo_sha256", "final_bbo"):
+        assert from_file[key] == from_pcap[key], key
+    assert sum(from_file["messages"].values()) == 6000
+    assert from_pcap["feed"]["end_of_session_seen"] is True
+    assert from_pcap["feed"]["duplicates"] > 0  # every packet came on both lines
+
+
+def test_gen_is_deterministic(tmp_path, market):
+    wirebook("gen", "--symbols", 8, "--messages", 6000, "--seed", 5, "-o", tmp_path / "again.itch")
+    assert (tmp_path / "again.itch").read_bytes() == market[0].read_bytes()
+
+
+def test_replay_text_summary(market):
+    out = wirebook("replay", market[0]).stdout
+    assert "6000 messages" in out and "BBO updates:" in out and "sha256" in out
+
+
+def test_inspect_shows_decoded_messages():
+    out = wirebook("inspect", RITCH, "--type", "A", "--limit", "2").stdout.splitlines()
+    assert len(out) == 2
+    # message 9 of the file: add order, reference 0, buy 1000 BOB at $5.3167, 08:38:59.052372053
+    assert out[0].split()[0] == "9"
+    for text in ("add_order", "order_reference_number=0", "buy_sell_indicator=B", "shares=1000", "stock=BOB",
+                 "price=5.3167", "timestamp=08:38:59.052372053"):  # fmt: skip
+        assert text in out[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", RITCH], "sequence 110 ('D'): order 1440692 is not on the book (a file sampled or started mid-day? "
+         "--lenient"),
+        (["replay", RITCH, "--framing", "strict"], "at byte offset 0: expected 12 (empty length fields"),
+        (["replay", "/nonexistent/file.itch"], "no such file"),
+        (["inspect", "/nonexistent/file.itch"], "no such file"),
+    ],
+)  # fmt: skip
+def test_errors_say_what_and_where(args, message):
+    result = wirebook(*args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_truncated_file_is_refused_naming_the_offset(tmp_path, market):
+    data = market[0].read_bytes()
+    cut = tmp_path / "cut.itch"
+    cut.write_bytes(data[:-5])
+    result = wirebook("replay", cut, check=False)
+    assert result.returncode == 2 and "TruncatedError" not in result.stderr
+    last_start = len(data) - 2 - itch.MESSAGES["S"].length  # the day ends with system event 'C'
+    assert data[last_start + 2 : last_start + 3] == b"S"
+    assert f"byte offset {last_start}" in result.stderr

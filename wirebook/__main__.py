@@ -1,0 +1,7 @@
+"""`python -m wirebook` is the `wirebook` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
