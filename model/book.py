@@ -182,17 +182,18 @@ class BookModel:
         """The hot loop: apply book events in order; returns (chunk position, top) of every change."""
         positions: list[int] = []
         tops: list[tuple] = []
-        orders = self.orders
-        books = self.books
+        orders, books = self.orders, self.books
+        add, take, new_book = self._add, self._take, self.book  # bound once: the loop runs per message
+        emit_position, emit_top = positions.append, tops.append
         at = 0
         try:
             for at, event, locate, ref, new_ref, side, shares, price in events.rows():
                 book = books.get(locate)
                 if book is None:
-                    book = self.book(locate)
+                    book = new_book(locate)
                 # `touched`: the message may have changed the top (it acted at or better than the best)
                 if event == _ADD:
-                    touched = self._add(book, ref, side, price, shares)
+                    touched = add(book, ref, side, price, shares)
                 elif event == _TRADING_ACTION:
                     book.halted = side != 0
                     touched = True
@@ -206,18 +207,18 @@ class BookModel:
                 elif event == _EXECUTE or event == _CANCEL:  # noqa: SIM109 (hot loop: two compares beat a tuple)
                     if shares == 0 or shares > order.shares:
                         raise _Refused(f"cannot take {shares} shares from order {ref} with {order.shares} left")
-                    touched = self._take(ref, order, shares)
+                    touched = take(ref, order, shares)
                 elif event == _DELETE:
-                    touched = self._take(ref, order, order.shares)
+                    touched = take(ref, order, order.shares)
                 else:  # _REPLACE: the new order keeps the side and instrument of the original
-                    touched = self._take(ref, order, order.shares)
-                    touched |= self._add(book, new_ref, order.side.index, price, shares)
+                    touched = take(ref, order, order.shares)
+                    touched |= add(book, new_ref, order.side.index, price, shares)
                 if touched:
                     top = book.top()
                     if top != book.last:
                         book.last = top
-                        positions.append(at)
-                        tops.append(top)
+                        emit_position(at)
+                        emit_top(top)
         except _Refused as refused:
             raise BookError(at + first_sequence, chr(int(events.type_byte[at])), str(refused)) from None
         return positions, tops
