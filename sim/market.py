@@ -29,6 +29,9 @@ Day. Timestamps are nanoseconds since midnight, non-decreasing, all within 04:00
   15:50  closing NOII (cross type 'C') every 10 s; 16:00 S 'M' and the closing crosses (C, Q 'C');
   16:00-20:00  post-market flow; 20:00 S 'E', S 'C'.
 
+Flow timing. Messages come in bursts, as on a real feed: most follow the previous one within microseconds
+(one event making several messages), with ordinary exponential gaps between bursts.
+
 Order flow. Arrivals pick an instrument by its Zipf weight (a halted one is skipped) and are, by phase:
 a passive limit order (A, some F with an MPID), a marketable order, or a non-displayed execution (P, at
 the midpoint, order reference 0). A passive price is drawn near the touch: joining the best or a geometric
@@ -75,6 +78,10 @@ __all__ = ["Instrument", "generate", "universe", "write_itch"]
 
 TICK = 100
 """$0.01 in ITCH Price(4) units."""
+_P_BURST = 0.8
+"""Share of flow messages that follow the previous one within a burst (mean burst: 5 messages)."""
+_BURST_GAP = 2e-6
+"""A gap inside a burst, relative to an ordinary gap (about a microsecond in continuous trading)."""
 ROUND_LOT = 100
 
 
@@ -543,8 +550,12 @@ class _Session:
         return self.plan.flow
 
     def _flow_times(self) -> Iterator[np.ndarray]:
-        """Timestamps of the flow messages: in each phase, exponential gaps scaled to fill it (a Dirichlet
-        split into chunks so a long phase never has to be drawn at once)."""
+        """Timestamps of the flow messages: in each phase, bursty gaps scaled to fill it (a Dirichlet
+        split into chunks so a long phase never has to be drawn at once).
+
+        Real feeds are bursty: one event (a sweep, a requote, a cancel wave) makes several messages within
+        microseconds, and that is what fills MoldUDP64 packets. A gap is short (_BURST_GAP times a normal
+        gap, about a microsecond once scaled) with probability _P_BURST, else an ordinary exponential gap."""
         rng = self._time_rng
         chunk = 1 << 16
         for t0, t1, _, count, _ in self.phases:
@@ -555,7 +566,9 @@ class _Session:
             edges = np.cumsum(mass) / mass.sum()
             lo = 0.0
             for size, hi in zip(sizes, edges.tolist()):
-                gaps = np.cumsum(rng.standard_exponential(size))
+                raw = rng.standard_exponential(size)
+                raw[rng.random(size) < _P_BURST] *= _BURST_GAP
+                gaps = np.cumsum(raw)
                 where = lo + (hi - lo) * (gaps / gaps[-1])
                 yield (t0 + np.floor(where * (t1 - t0))).astype(np.int64)
                 lo = hi

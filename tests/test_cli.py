@@ -3,16 +3,12 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from ritch_sample import RITCH, RITCH_COUNTS
 
 from wirebook.proto import itch, itch_file
 from wirebook.sim import oracles
-
-RITCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "ritch" / "ex20101224.TEST_ITCH_50"
-# Per-type counts published with the file (RITCH's README and test suite).
-RITCH_COUNTS = {"S": 6, "R": 3, "H": 3, "A": 4997, "F": 3, "E": 198, "X": 45, "D": 1745, "U": 12, "P": 5000}
 
 
 def wirebook(*args, check=True):

@@ -1,16 +1,13 @@
 """The ITCH binary file format: chunked streaming, strict and tolerant framing, errors with offsets."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
+from ritch_sample import RITCH, RITCH_COUNTS
 
 from wirebook.proto import itch, itch_file
 from wirebook.proto.errors import MalformedError, TruncatedError
-
-RITCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "ritch" / "ex20101224.TEST_ITCH_50"
-RITCH_COUNTS = {"S": 6, "R": 3, "H": 3, "A": 4997, "F": 3, "E": 198, "X": 45, "D": 1745, "U": 12, "P": 5000}
 
 
 def _messages(n):

@@ -1,15 +1,12 @@
 """The golden model agrees with two independent order-book implementations (itch-book, meatpy)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from ritch_sample import RITCH
 
 from wirebook.model.book import BookModel
 from wirebook.proto import itch, itch_file
 from wirebook.sim import oracles
-
-RITCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "ritch" / "ex20101224.TEST_ITCH_50"
 
 
 def model_changes(path, *, lenient=False, framing_tolerant=False):
