@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -15,10 +16,14 @@ DATA = ROOT / "out" / "bench"
 
 
 def generated_file(symbols: int = 100, messages: int = 1_000_000, seed: int = 7) -> Path:
-    """The benchmark's input: a generated market, made once and reused (deterministic by seed)."""
+    """The benchmark's input: a generated market, made once and reused (deterministic by seed).
+
+    The cached file is keyed by the generator's source too, so a changed generator makes a new file.
+    """
     from wirebook.sim import market
 
-    path = DATA / f"market-{symbols}s-{messages}m-seed{seed}.itch"
+    generator = hashlib.sha256(Path(market.__file__).read_bytes()).hexdigest()[:12]
+    path = DATA / f"market-{symbols}s-{messages}m-seed{seed}-{generator}.itch"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

@@ -1,6 +1,7 @@
 """The `wirebook` command, run as a user runs it: gen, replay (file and pcap), inspect, errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -98,3 +99,33 @@ def test_truncated_file_is_refused_naming_the_offset(tmp_path, market):
     last_start = len(data) - 2 - itch.MESSAGES["S"].length  # the day ends with system event 'C'
     assert data[last_start + 2 : last_start + 3] == b"S"
     assert f"byte offset {last_start}" in result.stderr
+
+
+def test_tshark_decodes_the_generated_feed(market):
+    """Wireshark's MoldUDP64 dissector reads `wirebook gen --pcap` output as the session we meant."""
+    itch_path, pcap_path = market
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        pytest.fail("tshark is not installed: `make test` installs it (apt-get install tshark)")
+    fields = ["ip.dst", "moldudp64.session", "moldudp64.sequence", "moldudp64.count", "moldudp64.msglen"]
+    command = [tshark, "-r", pcap_path, "-d", "udp.port==26477,moldudp64", "-T", "fields", "-E", "separator=;"]
+    for name in fields:
+        command += ["-e", name]
+    rows = [r.split(";") for r in subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()]
+    chunk = itch_file.read_all(itch_path)
+    lengths = [str(itch.LENGTH_BY_TYPE_BYTE[t]) for t in chunk.types]
+    for group in ("233.54.12.111", "233.49.196.111"):  # lines A and B
+        line = [r for r in rows if r[0] == group]
+        assert {r[1] for r in line} == {"WIREBOOK01"}
+        expected_sequence = 1
+        for _, _, sequence, count, msglen in line:
+            sequence, count = int(sequence), int(count)
+            assert sequence == expected_sequence
+            if count == 0xFFFF:  # end of session: the next sequence, nothing after it
+                assert line[-1][3] == "65535" and sequence == len(lengths) + 1
+                continue
+            assert (msglen.split(",") if count else []) == lengths[sequence - 1 : sequence - 1 + count]
+            expected_sequence += count
+        assert expected_sequence == len(lengths) + 1
+        data_packets = [r for r in line if int(r[3]) not in (0, 0xFFFF)]
+        assert len(lengths) / len(data_packets) > 2  # many messages per packet
