@@ -15,19 +15,19 @@ def _cmd_gen(args: argparse.Namespace) -> int:
     from .sim import market
 
     summary = market.write_itch(args.output, symbols=args.symbols, messages=args.messages, seed=args.seed)
-    print(f"wrote {args.output}: {args.messages} messages, {args.symbols} symbols, seed {args.seed}")
+    print(f"wrote {args.output}: {summary['messages']} messages, {summary['symbols']} symbols, seed {args.seed}")
     if args.pcap:
         from .sim import feed
 
-        pcap_summary = feed.write_feed_pcap(args.output, args.pcap, seed=args.seed)
-        print(f"wrote {args.pcap}: {_describe(pcap_summary)}")
+        f = feed.write_feed_pcap(args.output, args.pcap, seed=args.seed)
+        print(
+            f"wrote {args.pcap}: session {f['session']}, {f['packets']} data packets "
+            f"({f['messages'] / max(f['packets'], 1):.1f} messages each), {f['heartbeats']} heartbeats, "
+            f"end of session, each on lines A and B: {f['frames']} frames"
+        )
     if args.verbose:
         print(json.dumps(summary, indent=2, default=str))
     return 0
-
-
-def _describe(summary: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int | str))
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
