@@ -59,7 +59,13 @@ def main() -> int:
         ["engine", "seconds", "msg/s", "top-of-book changes", "agrees with model"],
         rows,
         notes="Times are the best of the runs (meatpy: one run), the whole file from disk to change records. "
-        "Target for the model: at least 1M msg/s.",
+        + (
+            "The model meets its 1M msg/s target."
+            if n / model_s >= 1e6
+            else f"The model is BELOW its 1M msg/s target ({n / model_s / 1e6:.2f} M): it is interpreted Python, one "
+            "loop iteration of dict and object work per book event, and on this market "
+            f"{len(ours) / n:.0%} of messages change a top of book."
+        ),
     )
     print(text)
     return 0 if all(agree.values()) else 1
