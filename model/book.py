@@ -153,7 +153,7 @@ class BookModel:
         """Apply `count` messages given as itch.decode_bulk output (per-type arrays with an `index`)."""
         for row in by_type.get("R", ()):
             self.symbols[int(row["stock_locate"])] = row["stock"].decode("ascii").rstrip()
-        events = _Events(by_type, count)
+        events = _Events(by_type, count, first_sequence)
         # The book makes no reference cycles (orders point at levels, sides and books, never back), so
         # refcounting frees everything; pausing the cyclic collector keeps it from rescanning every live
         # order while millions are allocated (a third of the loop's time otherwise).
@@ -280,7 +280,7 @@ class _Events:
     sequential. For H messages `side` holds 1 when the trading state is not 'T'.
     """
 
-    def __init__(self, by_type: dict[str, np.ndarray], count: int) -> None:
+    def __init__(self, by_type: dict[str, np.ndarray], count: int, first_sequence: int) -> None:
         self.type_byte = np.zeros(count, dtype=np.uint8)
         self.timestamp = np.zeros(count, dtype=np.uint64)
         self.locate = np.zeros(count, dtype=np.int64)
@@ -312,7 +312,9 @@ class _Events:
                 bad = (side != b"B") & (side != b"S")
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
-                    raise BookError(int(at[i]) + 1, letter, f"buy/sell indicator {side[i]!r} is neither B nor S")
+                    raise BookError(
+                        first_sequence + int(at[i]), letter, f"buy/sell indicator {side[i]!r} is neither B nor S"
+                    )
                 self.side[at] = side == b"S"
             if letter in _SHARES_FIELD:
                 self.shares[at] = rows[_SHARES_FIELD[letter]]

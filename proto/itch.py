@@ -312,8 +312,3 @@ def _with_index(layout: Layout) -> np.dtype:
         dtype = np.dtype([("index", "<i8"), *[(n, layout.native_dtype[n]) for n in layout.native_dtype.names]])
         _INDEXED_DTYPES[layout.name] = dtype
     return dtype
-
-
-def native_dtype(message_type: str) -> np.dtype:
-    """The dtype decode_bulk returns for a type (native fields plus `index`)."""
-    return _with_index(layout_of(message_type))

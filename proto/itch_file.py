@@ -18,7 +18,6 @@ import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -165,14 +164,6 @@ def read_all(source: str | os.PathLike | bytes, *, tolerant: bool = False) -> Ch
     return Chunk(buffer, offsets, types, 0, 0)
 
 
-def iter_messages(source: str | os.PathLike | BinaryIO, *, tolerant: bool = False) -> Iterator[tuple[int, object]]:
-    """(file offset of the length field, decoded namedtuple) for every message; slow, for inspection."""
-    for chunk in iter_chunks(source, tolerant=tolerant):
-        buf = chunk.buffer
-        for at in chunk.offsets.tolist():
-            yield chunk.file_offset + at - 2, itch.decode(buf, at)
-
-
 class ItchWriter:
     """Writes messages in the file format, each behind its true length."""
 
@@ -217,7 +208,3 @@ def count_types(source: str | os.PathLike | BinaryIO, *, tolerant: bool = False)
     for chunk in iter_chunks(source, tolerant=tolerant):
         counts += np.bincount(chunk.types, minlength=256)
     return {t: int(counts[ord(t)]) for t in itch.TYPES}
-
-
-def path_size(path: str | os.PathLike) -> int:
-    return Path(path).stat().st_size

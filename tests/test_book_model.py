@@ -124,6 +124,13 @@ def test_impossible_input_is_refused(messages, match):
         run(messages)
 
 
+def test_bad_side_is_refused_with_its_sequence():
+    bad = bytearray(add(2, "B", 10, 5))
+    bad[itch.MESSAGES["A"].by_name["buy_sell_indicator"].offset] = ord("Q")
+    with pytest.raises(BookError, match=r"sequence 501 \('A'\): buy/sell indicator b'Q' is neither B nor S"):
+        run([add(1, "B", 10, 5), bytes(bad)], first_sequence=500)
+
+
 def test_lenient_skips_and_counts_unknown_orders_only():
     model, records = run([delete(9), add(1, "B", 10, 5), execute(8, 1), delete(1)], BookModel(lenient=True))
     assert model.skipped_unknown_order == 2
