@@ -26,6 +26,7 @@ HEADER = (
     ("timestamp", 5, 6, UINT),
 )
 HEADER_LENGTH = 11
+HEADER_LAYOUT = Layout("message_header", HEADER, description="the header every ITCH 5.0 message starts with")
 
 
 def _message(type_: str, name: str, description: str, *body: tuple) -> Layout:
@@ -291,16 +292,29 @@ def decode_bulk(
             continue
         layout = MESSAGES[letter]
         index = np.flatnonzero(types == type_byte)
-        starts = offsets[index]
-        if len(buf) < layout.length or int(starts.max()) > len(buf) - layout.length:
-            raise TruncatedError(layout.name, int(starts.max()), f"{layout.length} bytes", "end of buffer")
-        # Rows of a strided view: one memcpy per message instead of an (n, length) index matrix.
-        windows = np.lib.stride_tricks.as_strided(buf, shape=(len(buf) - layout.length + 1, layout.length),
-                                                  strides=(1, 1), writeable=False)  # fmt: skip
+        rows = _rows(buf, offsets[index], layout)
         decoded = np.empty(len(index), dtype=_with_index(layout))
         decoded["index"] = index
-        out[letter] = layout.decode_array(windows[starts], out=decoded)
+        out[letter] = layout.decode_array(rows, out=decoded)
     return out
+
+
+def decode_headers(buf: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The 11-byte header (type, stock locate, tracking number, timestamp) of every message, in order."""
+    return HEADER_LAYOUT.decode_array(_rows(np.ascontiguousarray(buf, dtype=np.uint8), offsets, HEADER_LAYOUT))
+
+
+def _rows(buf: np.ndarray, starts: np.ndarray, layout: Layout) -> np.ndarray:
+    """(n, layout.length) copies of the bytes at `starts`, for layout.decode_array."""
+    if len(starts) == 0:
+        return np.empty((0, layout.length), dtype=np.uint8)
+    if len(buf) < layout.length or int(starts.max()) > len(buf) - layout.length:
+        raise TruncatedError(layout.name, int(starts.max()), f"{layout.length} bytes", "end of buffer")
+    # Rows of a strided view: one memcpy per message instead of an (n, length) index matrix.
+    windows = np.lib.stride_tricks.as_strided(
+        buf, shape=(len(buf) - layout.length + 1, layout.length), strides=(1, 1), writeable=False
+    )
+    return windows[starts]
 
 
 _INDEXED_DTYPES: dict[str, np.dtype] = {}

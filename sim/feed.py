@@ -88,9 +88,6 @@ DEFAULT_JITTER_NS = 2_000
 END_OF_SESSION_DELAY_NS = 1_000_000
 DEFAULT_GAP_TIMEOUT_NS = 10_000_000
 
-_TIMESTAMP = next(row for row in itch.HEADER if row[0] == "timestamp")
-_TIMESTAMP_COLUMNS = np.arange(_TIMESTAMP[1], _TIMESTAMP[1] + _TIMESTAMP[2])
-_TIMESTAMP_SHIFTS = np.arange(_TIMESTAMP[2] - 1, -1, -1, dtype=np.uint64) * np.uint64(8)
 _LENGTHS = itch.LENGTH_BY_TYPE_BYTE.astype(np.int64)
 _MOLD_COUNT = moldudp64.HEADER.by_name["message_count"]
 _IP_DESTINATION = net.IPV4.by_name["destination"]
@@ -202,8 +199,7 @@ class _Transmitter:
 
 
 def _message_timestamps(chunk: itch_file.Chunk) -> np.ndarray:
-    columns = chunk.buffer[chunk.offsets[:, None] + _TIMESTAMP_COLUMNS].astype(np.uint64)
-    return (columns << _TIMESTAMP_SHIFTS).sum(axis=1, dtype=np.uint64).astype(np.int64)
+    return itch.decode_headers(chunk.buffer, chunk.offsets)["timestamp"].astype(np.int64)
 
 
 class _Publisher:

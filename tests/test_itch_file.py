@@ -117,3 +117,15 @@ def test_bulk_decode_index_restores_order():
     by_type = chunk.decode()
     index = np.sort(np.concatenate([a["index"] for a in by_type.values()]))
     assert index.tolist() == list(range(40))
+
+
+def test_decode_headers_matches_scalar_decode_on_ritch():
+    chunk = itch_file.read_all(RITCH, tolerant=True)
+    headers = itch.decode_headers(chunk.buffer, chunk.offsets)
+    assert len(headers) == 12012
+    for i in range(0, len(chunk), 97):
+        scalar = itch.decode(chunk.buffer, int(chunk.offsets[i]))
+        row = headers[i]
+        assert (row["message_type"].decode(), int(row["stock_locate"]), int(row["timestamp"])) == (
+            scalar.message_type, scalar.stock_locate, scalar.timestamp,
+        )  # fmt: skip
