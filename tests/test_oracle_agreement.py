@@ -4,18 +4,16 @@ import numpy as np
 import pytest
 from ritch_sample import RITCH
 
-from wirebook.model.book import BookModel
+from wirebook.model.replay import replay
 from wirebook.proto import itch, itch_file
 from wirebook.sim import oracles
 
 
-def model_changes(path, *, lenient=False, framing_tolerant=False):
-    model = BookModel(lenient=lenient)
-    batches, sequence = [], 1
-    for chunk in itch_file.iter_chunks(path, tolerant=framing_tolerant):
-        batches.append(model.apply_chunk(chunk, sequence))
-        sequence += len(chunk)
-    return oracles.from_bbo_records(np.concatenate(batches)), model
+def model_changes(path, *, lenient=False):
+    """The golden model's top-of-book changes (as `wirebook replay` computes them) and its summary."""
+    batches = []
+    summary = replay(path, lenient=lenient, on_records=batches.append)
+    return oracles.from_bbo_records(np.concatenate(batches)), summary
 
 
 def assert_same_changes(ours, theirs, name):
@@ -51,8 +49,8 @@ def test_ritch_as_published_model_equals_meatpy(tmp_path):
     """On the file as published the model books order reference 0 as meatpy does (itch-book drops it)."""
     fixed = tmp_path / "ritch.itch"
     rewrite_ritch(fixed, renumber_zero_ref=False)
-    ours, model = model_changes(fixed, lenient=True)
-    assert model.skipped_unknown_order == 117  # sampled file: events before their order's add
+    ours, summary = model_changes(fixed, lenient=True)
+    assert summary.skipped_unknown_order == 117  # sampled file: events before their order's add
     assert_same_changes(ours, oracles.meatpy_bbo_changes(fixed), "meatpy")
     # itch-book differs only where the reference-0 order (message 9, locate 2, 1000 @ 53167) is on the book
     theirs = oracles.itch_book_bbo_changes(fixed)
@@ -72,7 +70,8 @@ def test_ritch_with_reference_zero_renumbered_all_three_agree(tmp_path):
 def test_ritch_tolerant_framing_gives_the_same_changes(tmp_path):
     fixed = tmp_path / "ritch.itch"
     rewrite_ritch(fixed, renumber_zero_ref=False)
-    from_original, _ = model_changes(RITCH, lenient=True, framing_tolerant=True)
+    from_original, summary = model_changes(RITCH, lenient=True)
+    assert summary.framing == "tolerant"
     from_fixed, _ = model_changes(fixed, lenient=True)
     assert_same_changes(from_original, from_fixed, "the same model on RITCH's original framing")
 
@@ -83,8 +82,8 @@ def test_generated_markets(tmp_path, symbols, messages, seed):
 
     path = tmp_path / "gen.itch"
     market.write_itch(path, symbols=symbols, messages=messages, seed=seed)
-    ours, model = model_changes(path)
-    assert model.messages == messages
+    ours, summary = model_changes(path)
+    assert sum(summary.messages.values()) == messages
     assert_same_changes(ours, oracles.itch_book_bbo_changes(path), "itch-book")
     assert_same_changes(ours, oracles.meatpy_bbo_changes(path), "meatpy")
 
@@ -95,7 +94,7 @@ def test_generated_million_messages(tmp_path):
 
     path = tmp_path / "gen.itch"
     market.write_itch(path, symbols=100, messages=1_000_000, seed=7)
-    ours, model = model_changes(path)
-    assert model.messages == 1_000_000
+    ours, summary = model_changes(path)
+    assert sum(summary.messages.values()) == 1_000_000
     assert_same_changes(ours, oracles.itch_book_bbo_changes(path), "itch-book")
     assert_same_changes(ours, oracles.meatpy_bbo_changes(path), "meatpy")
