@@ -54,7 +54,8 @@ def main() -> int:
         "make bench  (.venv/bin/python bench/bench_model.py)",
         ["engine", "seconds", "msg/s", "top-of-book changes", "agrees with model"],
         rows,
-        notes="Times are the best of the runs (meatpy: one run), the whole file from disk to change records (the model as `wirebook replay` runs it, digest included). "
+        notes="Times are the best of the runs (meatpy: one run), the whole file from disk to change records "
+        "(the model as `wirebook replay` runs it, digest included). "
         + (
             "The model meets its 1M msg/s target."
             if n / model_s >= 1e6
