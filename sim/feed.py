@@ -386,7 +386,11 @@ class _Held(NamedTuple):
 
 class FeedReader:
     """Line handler over a feed capture; see the module docstring. Iterate once, as (sequence, message)
-    pairs (`__iter__`), as ITCH file-format runs (`iter_runs`), or into a file (`write_itch`)."""
+    pairs (`__iter__`), as ITCH file-format runs (`iter_runs`), or into a file (`write_itch`).
+
+    `session=None` takes the session of the first packet. `first_sequence=None` joins at the first packet
+    seen (a capture started mid-session); by default the capture must start at sequence 1.
+    """
 
     def __init__(
         self,
@@ -598,28 +602,9 @@ class FeedReader:
         raise type(error)(what, base_offset + error.offset, error.expected, error.got) from error
 
 
-def read_feed_pcap(
-    pcap_path: str | os.PathLike | BinaryIO,
-    *,
-    session: str | None = None,
-    lines: tuple[Line, ...] = DEFAULT_LINES,
-    first_sequence: int | None = 1,
-    gap_timeout_ns: int = DEFAULT_GAP_TIMEOUT_NS,
-    on_malformed: Literal["raise", "skip"] = "raise",
-) -> FeedReader:
-    """A line handler over a feed capture: iterate it for (sequence, message bytes) in sequence order.
-
-    `session=None` takes the session of the first packet. `first_sequence=None` joins at the first packet
-    seen (a capture started mid-session); by default the capture must start at sequence 1.
-    """
-    return FeedReader(
-        pcap_path,
-        session=session,
-        lines=lines,
-        first_sequence=first_sequence,
-        gap_timeout_ns=gap_timeout_ns,
-        on_malformed=on_malformed,
-    )
+def read_feed_pcap(pcap_path: str | os.PathLike | BinaryIO, **options: Any) -> FeedReader:
+    """A line handler over a feed capture (FeedReader's options): iterate it for (sequence, message bytes)."""
+    return FeedReader(pcap_path, **options)
 
 
 class FeedItch(NamedTuple):
