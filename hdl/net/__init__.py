@@ -1,0 +1,1 @@
+"""Ethernet, IPv4 and UDP header parsing and filtering of feed frames."""
