@@ -1,0 +1,1 @@
+"""cocotb test benches (run through wirebook.sim.cocotb_runner)."""
