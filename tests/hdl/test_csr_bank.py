@@ -1,0 +1,502 @@
+"""CsrBank (and its AxiLiteTarget) in Amaranth's simulator, driven by an AXI4-Lite master.
+
+Every expected value comes from the declaration (proto.registers): reset values, widths, which registers
+are writable, what a word holds. Bus tests run at full rate and with random idle cycles on AW/W/AR and
+back-pressure on B/R, with every write order (AW before W, W before AW, together).
+"""
+
+import contextlib
+import gc
+import random
+import warnings
+
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import UnusedElaboratable, Value
+from amaranth.sim import Simulator
+
+from wirebook.hdl.csr.axi_lite import AxiLiteTarget
+from wirebook.hdl.csr.bank import CsrBank
+from wirebook.proto.registers import (
+    COMMAND,
+    CONFIG,
+    COUNTER,
+    COUNTER_RESET,
+    DROP_REASONS,
+    REGISTERS,
+    STATUS,
+    WORD_BYTES,
+    Register,
+    RegisterMap,
+)
+from wirebook.sim.axi_lite_master import ORDERS, RESP_OKAY, RESP_SLVERR, AxiLiteMaster
+from wirebook.sim.testbench import Flow
+
+CONSTANTS = {"build_id": 0xC0FFEE42, "data_width": 64, "n_instruments": 1024, "n_orders": 65536, "n_levels": 8}
+FLOWS = pytest.mark.parametrize("flow", [0.0, 0.5], ids=["full-rate", "idle-and-backpressure"])
+
+
+class TB:
+    """The bank, an AXI4-Lite master on its s_axil_* ports, and helpers that speak in registers."""
+
+    def __init__(self, registers: RegisterMap = REGISTERS, *, flow: float = 0.0, seed: int = 0, **kwargs):
+        self.registers = registers
+        self.dut = CsrBank(registers, **kwargs)
+        self.axil = AxiLiteMaster(self.dut, flow=Flow(flow, seed), backpressure=Flow(flow, seed + 1), seed=seed + 2)
+        self.rng = random.Random(seed + 3)
+
+    def run(self, *testbenches, background=()) -> None:
+        sim = Simulator(self.dut)
+        sim.add_clock(1e-8)
+        for bench in background:
+            sim.add_testbench(bench, background=True)
+        for bench in testbenches:
+            sim.add_testbench(bench)
+        sim.run()
+
+    async def read_value(self, ctx, name: str, index=None) -> int:
+        """A register's value, word 0 first (so a latched register reads consistently)."""
+        r = self.registers[name]
+        words = []
+        for k in range(r.words):
+            data, resp = await self.axil.read(ctx, r.address(index) + WORD_BYTES * k)
+            assert resp == RESP_OKAY, f"read {name}[{index}] word {k}: SLVERR"
+            words.append(data)
+        return r.from_words(words)
+
+    async def write_value(self, ctx, name: str, value, index=None, order=None) -> None:
+        r = self.registers[name]
+        for k, word in enumerate(r.to_words(value)):
+            resp = await self.axil.write(ctx, r.address(index) + WORD_BYTES * k, word, order=order)
+            assert resp == RESP_OKAY, f"write {name}[{index}] word {k}: SLVERR"
+
+
+def elements(registers, access):
+    """(register, element index for address(), element number) of every element of an access kind."""
+    for r in registers.of(access):
+        for i in range(r.elements):
+            yield r, (i if r.is_array else None), i
+
+
+def port_value(ctx, tb, r, index) -> int:
+    return ctx.get(Value.cast(tb.dut.port(r.name, index)))
+
+
+def random_value(rng, r: Register) -> int:
+    return rng.getrandbits(r.width)
+
+
+# --- identity and status ------------------------------------------------------------------------------
+
+
+@FLOWS
+def test_identity_reads_declared_and_given_constants(flow):
+    tb = TB(flow=flow, constants=CONSTANTS)
+
+    async def bench(ctx):
+        for r in REGISTERS:
+            if r.constant:
+                assert await tb.read_value(ctx, r.name) == CONSTANTS.get(r.name, r.reset), r.name
+        magic = REGISTERS["magic"]
+        assert magic.decode(await tb.read_value(ctx, "magic")) == "WBK1"
+
+    tb.run(bench)
+
+
+@contextlib.contextmanager
+def never_elaborated():
+    """For banks built only to be refused or inspected: no UnusedElaboratable warning when they are freed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        yield
+        gc.collect()
+
+
+def test_constants_are_checked():
+    with never_elaborated():
+        with pytest.raises(ValueError, match="'enable' is config"):
+            CsrBank(constants={"enable": 1})
+        with pytest.raises(ValueError, match="build_id.*32 bits"):
+            CsrBank(constants={"build_id": 1 << 32})
+        with pytest.raises(KeyError, match="'bild_id'"):
+            CsrBank(constants={"bild_id": 1})
+
+
+@FLOWS
+def test_status_reads_the_core_values(flow):
+    tb = TB(flow=flow, seed=1)
+    values = {(r.name, i): random_value(tb.rng, r) for r, _, i in elements(REGISTERS, STATUS) if not r.constant}
+
+    async def bench(ctx):
+        for r, index, i in elements(REGISTERS, STATUS):
+            if not r.constant:
+                ctx.set(tb.dut.port(r.name, index), values[r.name, i])
+        for r, index, i in elements(REGISTERS, STATUS):
+            if not r.constant:
+                assert await tb.read_value(ctx, r.name, index) == values[r.name, i], r.name
+
+    tb.run(bench)
+
+
+# --- config ---------------------------------------------------------------------------------------------
+
+
+@FLOWS
+@pytest.mark.parametrize("order", ORDERS)
+def test_config_resets_then_writes_read_back_and_drive_ports(flow, order):
+    tb = TB(flow=flow, seed=2)
+
+    async def bench(ctx):
+        for r, index, _ in elements(REGISTERS, CONFIG):
+            assert await tb.read_value(ctx, r.name, index) == r.reset, f"{r.name} reset"
+            assert port_value(ctx, tb, r, index) == r.reset, f"{r.name} port reset"
+        written = {}
+        for r, index, i in elements(REGISTERS, CONFIG):
+            written[r.name, i] = value = random_value(tb.rng, r)
+            await tb.write_value(ctx, r.name, value, index, order=order)
+            assert port_value(ctx, tb, r, index) == value, f"{r.name} port"
+        for r, index, i in elements(REGISTERS, CONFIG):  # nothing overwrote anything else
+            assert await tb.read_value(ctx, r.name, index) == written[r.name, i], r.name
+
+    tb.run(bench)
+
+
+def test_config_bits_above_width_read_zero():
+    tb = TB(seed=3)
+
+    async def bench(ctx):
+        for name in ("enable", "instrument_locate", "local_mac", "session"):
+            r = REGISTERS[name]
+            for k in range(r.words):
+                assert await tb.axil.write(ctx, r.address() + 4 * k, 0xFFFF_FFFF) == RESP_OKAY
+            assert await tb.read_value(ctx, name) == r.max_value
+            data, _ = await tb.axil.read(ctx, r.address() + 4 * (r.words - 1))
+            assert data == r.max_value >> (32 * (r.words - 1))
+
+    tb.run(bench)
+
+
+@FLOWS
+def test_byte_strobes_write_only_their_bytes(flow):
+    tb = TB(flow=flow, seed=4)
+    r = REGISTERS["local_ip"]
+    mac = REGISTERS["local_mac"]
+
+    async def bench(ctx):
+        expected = 0
+        for strb in range(16):
+            data = tb.rng.getrandbits(32)
+            assert await tb.axil.write(ctx, r.address(), data, strb) == RESP_OKAY
+            mask = sum(0xFF << (8 * lane) for lane in range(4) if strb >> lane & 1)
+            expected = (expected & ~mask) | (data & mask)
+            assert await tb.read_value(ctx, "local_ip") == expected
+            assert ctx.get(tb.dut.config.local_ip) == expected
+        # the upper word of a 48-bit register has two bytes: strobes for the other two change nothing
+        await tb.write_value(ctx, "local_mac", 0x0000_1122_3344_5566)
+        assert await tb.axil.write(ctx, mac.address() + 4, 0xAABB_CCDD, 0b1110) == RESP_OKAY
+        assert await tb.read_value(ctx, "local_mac") == 0xCC22_3344_5566
+
+    tb.run(bench)
+
+
+def test_struct_config_drives_its_fields():
+    tb = TB(seed=5)
+
+    async def bench(ctx):
+        group = REGISTERS["group"]
+        value = {"address": 0xE000_0101, "port": 26400, "valid": 1}
+        await tb.write_value(ctx, "group", value, index=5)
+        port = tb.dut.config["group"][5]
+        assert (ctx.get(port.address), ctx.get(port.port), ctx.get(port.valid)) == (0xE000_0101, 26400, 1)
+        assert group.decode(await tb.read_value(ctx, "group", 5)) == value
+        assert await tb.read_value(ctx, "group", 4) == group.reset
+
+    tb.run(bench)
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+@FLOWS
+def test_commands_pulse_exactly_once(flow):
+    tb = TB(flow=flow, seed=6)
+    commands = [(r, index) for r, index, _ in elements(REGISTERS, COMMAND)]
+    pulses = {r.name: 0 for r, _ in commands}
+
+    async def monitor(ctx):
+        async for _, _, *values in ctx.tick().sample(*(tb.dut.port(r.name, i) for r, i in commands)):
+            for (r, _), v in zip(commands, values):
+                pulses[r.name] += v
+
+    async def bench(ctx):
+        for r, index in commands:
+            before = dict(pulses)
+            assert await tb.axil.write(ctx, r.address(index), 1) == RESP_OKAY
+            await ctx.tick().repeat(3)
+            assert pulses == {**before, r.name: before[r.name] + 1}, r.name
+            # writing 0, or 1 with its byte not strobed, pulses nothing; a read returns 0
+            assert await tb.axil.write(ctx, r.address(index), 0) == RESP_OKAY
+            assert await tb.axil.write(ctx, r.address(index), 1, strb=0b1110) == RESP_OKAY
+            assert await tb.axil.read(ctx, r.address(index)) == (0, RESP_OKAY)
+            await ctx.tick().repeat(3)
+            assert pulses == {**before, r.name: before[r.name] + 1}, r.name
+
+    tb.run(bench, background=[monitor])
+
+
+def test_wide_command_pulses_each_bit_written_1():
+    registers = RegisterMap([Register("go", COMMAND, 12, "twelve strobes"), Register("x", CONFIG, 8, "")])
+    tb = TB(registers, seed=7)
+    seen = []
+
+    async def monitor(ctx):
+        async for _, _, v in ctx.tick().sample(tb.dut.command.go):
+            if v:
+                seen.append(v)
+
+    async def bench(ctx):
+        assert await tb.axil.write(ctx, 0, 0b1010_0000_0101) == RESP_OKAY
+        assert await tb.axil.write(ctx, 0, 0b1111_1111_1111, strb=0b0010) == RESP_OKAY  # bits 8..11 only
+        await ctx.tick().repeat(3)
+        assert seen == [0b1010_0000_0101, 0b1111_0000_0000]
+
+    tb.run(bench, background=[monitor])
+
+
+# --- counters ------------------------------------------------------------------------------------------
+
+
+@FLOWS
+def test_counters_count_strobes_and_amounts_and_clear(flow):
+    tb = TB(flow=flow, seed=8)
+    counters = list(elements(REGISTERS, COUNTER))
+    # a different number of cycles per counter; amounts of every size for the wide ones
+    plan = {}
+    for n, (r, _, i) in enumerate(counters):
+        cycles = 1 + n % 7
+        amount = min(r.amount_width, 40)  # wide enough to carry into the upper word, far from wrapping
+        plan[r.name, i] = [tb.rng.getrandbits(amount) if r.amount_width > 1 else 1 for _ in range(cycles)]
+    plan["missing_messages", 0][0] = (1 << 32) - 1  # an amount that carries into the upper word
+
+    async def bench(ctx):
+        for cycle in range(max(len(p) for p in plan.values())):
+            for r, index, i in counters:
+                amounts = plan[r.name, i]
+                ctx.set(tb.dut.port(r.name, index), amounts[cycle] if cycle < len(amounts) else 0)
+            await ctx.tick()
+        for r, index, _ in counters:
+            ctx.set(tb.dut.port(r.name, index), 0)
+        for r, index, i in counters:
+            assert await tb.read_value(ctx, r.name, index) == sum(plan[r.name, i]), r.element_name(i)
+        await tb.write_value(ctx, COUNTER_RESET, 1)
+        for r, index, i in counters:
+            assert await tb.read_value(ctx, r.name, index) == 0, r.element_name(i)
+
+    tb.run(bench)
+
+
+def test_counter_reset_clears_before_its_write_answers_and_counting_resumes():
+    tb = TB(seed=9)
+
+    async def bench(ctx):
+        ctx.set(tb.dut.counter.frames_a, 1)
+        await ctx.tick().repeat(5)
+        ctx.set(tb.dut.counter.frames_a, 0)
+        assert await tb.read_value(ctx, "frames_a") == 5
+        assert await tb.axil.write(ctx, REGISTERS.address(COUNTER_RESET), 1) == RESP_OKAY
+        assert await tb.read_value(ctx, "frames_a") == 0
+        ctx.set(tb.dut.counter.frames_a, 1)
+        await ctx.tick().repeat(4)
+        ctx.set(tb.dut.counter.frames_a, 0)
+        assert await tb.read_value(ctx, "frames_a") == 4
+
+    tb.run(bench)
+
+
+def test_64_bit_counter_read_is_latched():
+    tb = TB(seed=10)
+    r = REGISTERS["missing_messages"]
+    other = REGISTERS["frames_a"]
+    amount = tb.dut.counter.missing_messages
+
+    async def add(ctx, value):
+        ctx.set(amount, value)
+        await ctx.tick()
+        ctx.set(amount, 0)
+
+    async def bench(ctx):
+        await add(ctx, 0xFFFF_FFF0)
+        low, _ = await tb.axil.read(ctx, r.address())
+        await add(ctx, 0x20)  # carries into the upper word between the two reads
+        high, _ = await tb.axil.read(ctx, r.address() + 4)
+        assert (high << 32 | low) == 0xFFFF_FFF0, "the upper word is the one latched with the low word"
+        assert await tb.read_value(ctx, "missing_messages") == 0x1_0000_0010
+        # an upper word read after another register's low word is the live value, not someone else's latch
+        await add(ctx, 0xFFFF_FFFF)
+        await tb.axil.read(ctx, other.address())
+        high, _ = await tb.axil.read(ctx, r.address() + 4)
+        assert high == 2
+
+    tb.run(bench)
+
+
+@FLOWS
+def test_live_64_bit_status_reads_consistently(flow):
+    tb = TB(flow=flow, seed=11)
+    start = 0xFFFF_FF00  # the clock crosses into the upper word during the reads
+    now = [start]
+
+    async def clock(ctx):
+        while True:
+            ctx.set(tb.dut.status.clock, now[0])
+            await ctx.tick()
+            now[0] += 7
+
+    async def bench(ctx):
+        for _ in range(40):
+            before = now[0]
+            value = await tb.read_value(ctx, "clock")
+            assert before <= value <= now[0], f"torn read {value:#x} outside [{before:#x}, {now[0]:#x}]"
+        assert now[0] > 1 << 32
+
+    tb.run(bench, background=[clock])
+
+
+# --- errors ----------------------------------------------------------------------------------------------
+
+
+def unmapped_addresses(registers):
+    mapped = {address for address, *_ in registers.cells()}
+    holes = [a for a in range(0, registers.size, WORD_BYTES) if a not in mapped]
+    beyond = [registers.size, registers.size + 4, (1 << registers.address_width) - 4]
+    return holes + beyond
+
+
+@FLOWS
+def test_unmapped_addresses_answer_slverr_and_change_nothing(flow):
+    tb = TB(flow=flow, seed=12)
+    addresses = unmapped_addresses(REGISTERS)
+    assert len(addresses) > 3, "the map has alignment holes to check"
+
+    async def bench(ctx):
+        for address in addresses:
+            assert await tb.axil.write(ctx, address, 0xFFFF_FFFF) == RESP_SLVERR, hex(address)
+            assert await tb.axil.read(ctx, address) == (0, RESP_SLVERR), hex(address)
+        for r, index, _ in elements(REGISTERS, CONFIG):
+            assert await tb.read_value(ctx, r.name, index) == r.reset, r.name
+
+    tb.run(bench)
+
+
+@FLOWS
+def test_writes_to_read_only_registers_answer_slverr(flow):
+    tb = TB(flow=flow, seed=13, constants=CONSTANTS)
+
+    async def bench(ctx):
+        ctx.set(tb.dut.counter.heartbeats_b, 1)
+        await ctx.tick().repeat(3)
+        ctx.set(tb.dut.counter.heartbeats_b, 0)
+        ctx.set(tb.dut.status.orders_live, 1234)
+        for name in ("magic", "build_id", "orders_live", "clock", "heartbeats_b"):
+            r = REGISTERS[name]
+            before = await tb.read_value(ctx, name)
+            for k in range(r.words):
+                assert await tb.axil.write(ctx, r.address() + 4 * k, 0x5555_5555) == RESP_SLVERR, name
+            assert await tb.read_value(ctx, name) == before, name
+        assert await tb.read_value(ctx, "heartbeats_b") == 3
+
+    tb.run(bench)
+
+
+# --- bus -------------------------------------------------------------------------------------------------
+
+
+@FLOWS
+def test_reads_and_writes_in_flight_together(flow):
+    tb = TB(flow=flow, seed=14)
+    status = {r.name: random_value(tb.rng, r) for r in REGISTERS.of(STATUS) if not r.constant and not r.is_array}
+    config = [(r, index) for r, index, _ in elements(REGISTERS, CONFIG)]
+    done = []
+
+    async def writer(ctx):
+        for r, index in config:
+            value = random_value(tb.rng, r)
+            await tb.write_value(ctx, r.name, value, index)
+            assert port_value(ctx, tb, r, index) == value
+        done.append("writer")
+
+    async def reader(ctx):
+        for name, value in status.items():
+            ctx.set(tb.dut.port(name), value)
+        for _ in range(2):
+            for name, value in status.items():
+                assert await tb.read_value(ctx, name) == value, name
+        done.append("reader")
+
+    tb.run(writer, reader)
+    assert sorted(done) == ["reader", "writer"]
+
+
+def test_target_holds_one_write_and_one_read_at_a_time():
+    """AWREADY/WREADY stay low from a write's issue to its B handshake, ARREADY likewise for R."""
+    dut = AxiLiteTarget(8)
+
+    async def bench(ctx):
+        ctx.set(dut.bus.r_data, 0x1234_5678)
+        ctx.set(dut.s_axil_awvalid, 1)
+        ctx.set(dut.s_axil_wvalid, 1)
+        ctx.set(dut.s_axil_arvalid, 1)
+        ctx.set(dut.s_axil_awaddr, 0x10)
+        ctx.set(dut.s_axil_araddr, 0x20)
+        strobes = []
+        for _ in range(12):  # B and R are never taken: no second transaction may be accepted
+            _, _, aw, w, ar, w_stb, r_stb, addr = await ctx.tick().sample(
+                dut.s_axil_awready, dut.s_axil_wready, dut.s_axil_arready, dut.bus.w_stb, dut.bus.r_stb, dut.bus.addr
+            )
+            strobes.append((aw, w, ar, w_stb, r_stb, addr))
+        handshakes = [(s[0], s[1], s[2]) for s in strobes]
+        assert handshakes[0] == (1, 1, 1) and all(h == (0, 0, 0) for h in handshakes[1:])
+        issued = [(s[3], s[4], s[5]) for s in strobes if s[3] or s[4]]
+        assert issued == [(1, 0, 0x10), (0, 1, 0x20)], "one write then one read, write first"
+        assert ctx.get(dut.s_axil_bvalid) and ctx.get(dut.s_axil_rvalid)
+        assert ctx.get(dut.s_axil_rdata) == 0x1234_5678
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+# --- API and conversion ----------------------------------------------------------------------------------
+
+
+def test_ports_by_name_kind_and_label():
+    with never_elaborated():
+        check_ports(CsrBank())
+
+
+def check_ports(bank):
+    assert bank.config["local_mac"] is bank.config.local_mac
+    assert len(bank.config["local_mac"]) == 48
+    assert bank.port("drops_a", "MAC") is bank.counter["drops_a"][2]
+    assert len(bank.counter["missing_messages"]) == REGISTERS["missing_messages"].amount_width > 1
+    assert len(bank.counter["drops_b"]) == len(REGISTERS["drops_b"].labels)
+    assert "magic" not in bank.status and "clock" in bank.status
+    assert set(bank.command) == {r.name for r in REGISTERS.of(COMMAND)}
+    with pytest.raises(KeyError, match="'local_mca'"):
+        bank.config["local_mca"]
+    with pytest.raises(KeyError, match="build-time constant"):
+        bank.port("build_id")
+
+
+def test_drop_reasons_match_the_gateware_enum():
+    from wirebook.hdl.feed_line import DropReason
+
+    assert [(reason.name, reason.value) for reason in DropReason] == [(n, i) for i, n in enumerate(DROP_REASONS)]
+
+
+def test_converts_to_verilog_with_vivado_port_names():
+    text = verilog.convert(CsrBank(constants=CONSTANTS), name="wirebook_csr")
+    for port in ("s_axil_awaddr", "s_axil_wstrb", "s_axil_bresp", "s_axil_araddr", "s_axil_rdata", "s_axil_rready"):
+        assert f" {port};" in text
+    assert "config__local_mac" in text and "counter__drops_a__0" in text
