@@ -1,0 +1,361 @@
+"""LineArbiter: the A and B lines of a feed merged by sequence number, against a reference of the policy.
+
+Each scenario drives the two lines as packets of messages (different packetisation per line when it says
+so), optionally with control strobes between phases. A monitor samples both inputs, the output and the
+controls every cycle and replays what the arbiter took through `Policy`, a plain reference written from
+the policy: every cycle it checks which line should have been taken (lower sequence first, tie A; a
+duplicate even while the output is stalled), and afterwards the passed messages, the duplicate and gap
+strobes (with gap_first / gap_count), the 1-cycle latency and the final status must match it. Scenarios
+whose outcome does not depend on timing (both lines carry the same set of sequences) are also checked
+against their absolute result.
+"""
+
+import random
+from dataclasses import dataclass, field
+
+import pytest
+from amaranth.back import verilog
+from amaranth.sim import Simulator
+
+from wirebook.hdl.mold.arbiter import LineArbiter
+from wirebook.hdl.stream import MESSAGE_BYTES
+from wirebook.sim.testbench import Flow, stream_put
+
+A, B = 0, 1
+
+
+# --- the policy, as a reference --------------------------------------------------------------------------
+
+
+class Policy:
+    """The arbiter's sequencing rules on one examined message at a time."""
+
+    def __init__(self) -> None:
+        self.expected = 0
+        self.known = False
+
+    def reset(self) -> None:
+        self.known = False
+
+    def set(self, value: int) -> None:
+        self.expected, self.known = value, True
+
+    def is_duplicate(self, sequence: int) -> bool:
+        return self.known and sequence < self.expected
+
+    def examine(self, sequence: int) -> tuple[str, int, int]:
+        """("duplicate" | "pass" | "gap", gap_first, gap_count); updates the expected sequence."""
+        if self.is_duplicate(sequence):
+            return ("duplicate", 0, 0)
+        verdict = (
+            ("gap", self.expected, sequence - self.expected)
+            if self.known and sequence > self.expected
+            else ("pass", 0, 0)
+        )
+        self.expected, self.known = sequence + 1, True
+        return verdict
+
+
+def pick(offers: list[int | None]) -> int | None:
+    """The line examined when `offers` (sequence or None per line) are on the inputs: lower sequence, tie A."""
+    if offers[A] is None:
+        return None if offers[B] is None else B
+    if offers[B] is None:
+        return A
+    return B if offers[B] < offers[A] else A
+
+
+# --- scenarios -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """Packets (lists of sequence numbers) per line; `controls` are pulsed before the phase starts, once
+    every earlier message has been taken: "reset", ("set", value) or ("reset+set", value)."""
+
+    packets: tuple[list[list[int]], list[list[int]]]
+    controls: list = field(default_factory=list)
+    delay: tuple[int, int] = (0, 0)  # cycles before each line's first message
+    packet_gap: tuple[int, int] = (2, 2)  # idle cycles between a line's packets
+
+
+@dataclass
+class Scenario:
+    phases: list[Phase]
+    passed: list[int] | None = None  # the output's sequences, when timing cannot change them
+    gaps: list[tuple[int, int]] | None = None
+    duplicates: int | None = None
+    complete_when_b_runs: bool = False  # B carries everything and never idles: no gap whatever A does
+
+
+def packetise(sequences: list[int], rng: random.Random, largest: int = 5) -> list[list[int]]:
+    out, at = [], 0
+    while at < len(sequences):
+        n = rng.randint(1, largest)
+        out.append(sequences[at : at + n])
+        at += n
+    return out
+
+
+def lose(sequences: list[int], rng: random.Random, p: float) -> list[int]:
+    return [s for s in sequences if rng.random() >= p]
+
+
+def scenarios() -> dict[str, Scenario]:
+    rng = random.Random(7)
+    everything = list(range(1, 201))
+    same = packetise(everything, rng)
+    holes = [s for s in everything if not (40 <= s < 47 or s == 90 or 150 <= s < 152)]
+    reset_phases = [
+        Phase((packetise(list(range(1, 31)), rng), packetise(list(range(1, 31)), rng))),
+        # a new session starts over at 1: without the reset every message would be a duplicate
+        Phase((packetise(list(range(1, 21)), rng), packetise(list(range(1, 21)), rng)), ["reset"]),
+        Phase((packetise(list(range(95, 111)), rng), packetise(list(range(95, 111)), rng)), [("set", 100)]),
+        Phase(([[150, 151, 152]], [[150, 151, 152]]), [("set", 200)]),  # all behind: duplicates
+        Phase(([list(range(305, 311))], [list(range(305, 311))]), [("set", 300)]),  # ahead: a gap of 5
+        Phase(([list(range(1000, 1004))], [list(range(1000, 1004))]), ["reset"]),  # unknown: no gap
+        Phase(([list(range(7, 12))], [list(range(7, 12))]), [("reset+set", 9)]),  # set wins over reset
+    ]
+    return {
+        "identical": Scenario([Phase((same, same))], passed=everything, gaps=[], duplicates=len(everything)),
+        "a_losses_b_fills": Scenario(
+            [Phase((packetise(lose(everything, rng, 0.2), rng), [everything]), packet_gap=(2, 0))],
+            complete_when_b_runs=True,
+        ),
+        "b_ahead": Scenario(
+            [Phase((packetise(everything, rng), packetise(everything, rng)), delay=(25, 0))],
+            passed=everything,
+            gaps=[],
+            duplicates=len(everything),
+        ),
+        "partial_overlap": Scenario(
+            [Phase((packetise(everything, rng, 7), packetise(everything, rng, 3)), delay=(0, 3), packet_gap=(3, 1))],
+            passed=everything,
+            gaps=[],
+            duplicates=len(everything),
+        ),
+        "gaps_in_both": Scenario(
+            [Phase((packetise(holes, rng), packetise(holes, rng)), delay=(4, 0))],
+            passed=holes,
+            gaps=[(40, 7), (90, 1), (150, 2)],
+            duplicates=len(holes),
+        ),
+        "both_lossy": Scenario(
+            [Phase((packetise(lose(everything, rng, 0.15), rng), packetise(lose(everything, rng, 0.15), rng)))]
+        ),
+        "reset_and_set": Scenario(
+            reset_phases,
+            passed=[*range(1, 31), *range(1, 21), *range(100, 111), *range(305, 311), *range(1000, 1004), 9, 10, 11],
+            gaps=[(300, 5)],
+            duplicates=30 + 20 + (16 + 5) + 6 + 6 + 4 + (4 + 3),
+        ),
+    }
+
+
+SCENARIOS = scenarios()
+
+# (input idle probability, output back-pressure probability)
+FLOWS = {"full_rate": (0.0, 0.0), "idle_and_backpressure": (0.3, 0.3), "heavy_backpressure": (0.0, 0.7)}
+
+
+# --- the bench -------------------------------------------------------------------------------------------
+
+
+def message(session: int, sequence: int) -> dict:
+    """The same sequence carries the same bytes on both lines (a copy), different ones in another session.
+
+    `line` is left at 0 on both lines: the arbiter sets it from the port the message came in on."""
+    rng = random.Random(session * 1_000_003 + sequence)
+    length = rng.randint(12, MESSAGE_BYTES)
+    return {"data": int.from_bytes(rng.randbytes(length), "little"), "length": length, "sequence": sequence}
+
+
+class TB:
+    """Drives a LineArbiter through a scenario and records, per cycle, what went in and out."""
+
+    def __init__(self, scenario: Scenario, idle: float, backpressure: float, seed: int = 1) -> None:
+        self.dut = LineArbiter()
+        self.scenario = scenario
+        self.flows = [Flow(idle, seed + line) for line in (A, B)]
+        self.out_flow = Flow(backpressure, seed + 2)
+        self.go = [False] * len(scenario.phases)
+        self.done = [[False, False] for _ in scenario.phases]
+        self.final: dict[str, int] = {}
+        self.received: list = []
+        # (cycle, event): ("take", line, payload) | ("reset",) | ("set", value); event order = cycle order
+        self.events: list = []
+        self.out_valid_at: dict[int, int] = {}  # cycle -> sequence on the output when valid
+        self.strobes: list[tuple[int, str, int, int]] = []  # (cycle, "duplicate" | "gap", first, count)
+        self.errors: list[str] = []
+        self.policy = Policy()  # the monitor's live copy, to check each cycle's arbitration
+        self.cycle = 0  # the monitor's count of clock edges
+        offered = sum(len(packet) for phase in scenario.phases for packets in phase.packets for packet in packets)
+        self.cycle_limit = 10 * offered / (1 - max(idle, backpressure)) + 500
+
+    def run(self) -> None:
+        sim = Simulator(self.dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(self.control)
+        for line in (A, B):
+            sim.add_testbench(self.driver(line))
+        sim.add_testbench(self.consume)
+        sim.add_testbench(self.monitor, background=True)
+        while sim.advance():  # sim.run(), with a watchdog: a DUT that loses a transfer would hang it
+            assert self.cycle < self.cycle_limit, f"stuck after {self.cycle} cycles"
+        assert not self.errors, self.errors[:5]
+
+    async def wait_for(self, ctx, condition) -> None:
+        while not condition():
+            await ctx.tick()
+
+    def driver(self, line: int):
+        port = self.dut.lines[line]
+
+        async def drive(ctx):
+            for p, phase in enumerate(self.scenario.phases):
+                await self.wait_for(ctx, lambda p=p: self.go[p])
+                if phase.delay[line]:
+                    await ctx.tick().repeat(phase.delay[line])
+                for k, packet in enumerate(phase.packets[line]):
+                    if k and phase.packet_gap[line]:
+                        await ctx.tick().repeat(phase.packet_gap[line])
+                    for sequence in packet:
+                        await stream_put(ctx, port, message(p, sequence), self.flows[line])
+                self.done[p][line] = True
+
+        return drive
+
+    async def control(self, ctx):
+        dut = self.dut
+        for p, phase in enumerate(self.scenario.phases):
+            if p:
+                await self.wait_for(ctx, lambda p=p: all(self.done[p - 1]))
+            for c in phase.controls:
+                name, value = (c, 0) if isinstance(c, str) else c
+                ctx.set(dut.reset, name in ("reset", "reset+set"))
+                ctx.set(dut.expected_set, name in ("set", "reset+set"))
+                ctx.set(dut.expected_value, value)
+                await ctx.tick()
+                ctx.set(dut.reset, 0)
+                ctx.set(dut.expected_set, 0)
+            self.go[p] = True
+        await self.wait_for(ctx, lambda: all(self.done[-1]))
+        await ctx.tick()
+        while ctx.get(dut.messages.valid):
+            await ctx.tick()
+        await ctx.tick().repeat(3)  # `missing` trails `gap` by a cycle
+        self.final = {name: ctx.get(getattr(dut, name)) for name in ("expected", "expected_known", "missing")}
+        self.final["known"] = self.final.pop("expected_known")
+
+    async def consume(self, ctx):
+        # How many messages come out depends on timing, so rather than block in stream_get for one more,
+        # take them cycle by cycle until the control process has seen the output drain.
+        out = self.dut.messages
+        while not self.final:
+            if n := self.out_flow.pause():
+                await ctx.tick().repeat(n)
+                continue
+            ctx.set(out.ready, 1)
+            _, _, valid, payload = await ctx.tick().sample(out.valid, out.payload)
+            ctx.set(out.ready, 0)
+            if valid:
+                self.received.append(payload)
+
+    async def monitor(self, ctx):
+        dut = self.dut
+        a, b, out = dut.lines[A], dut.lines[B], dut.messages
+        async for _, _, *v in ctx.tick().sample(
+            a.valid, a.ready, a.payload, b.valid, b.ready, b.payload, out.valid, out.ready, out.payload,
+            dut.reset, dut.expected_set, dut.expected_value, dut.duplicate, dut.gap, dut.gap_first, dut.gap_count,
+        ):  # fmt: skip
+            a_valid, a_ready, a_payload, b_valid, b_ready, b_payload, o_valid, o_ready, o_payload = v[:9]
+            reset, expected_set, expected_value, duplicate, gap, gap_first, gap_count = v[9:]
+            if o_valid:
+                self.out_valid_at[self.cycle] = o_payload.sequence
+            if duplicate:
+                self.strobes.append((self.cycle, "duplicate", 0, 0))
+            if gap:
+                self.strobes.append((self.cycle, "gap", gap_first, gap_count))
+            payloads = (a_payload, b_payload)
+            taken = [bool(a_valid and a_ready), bool(b_valid and b_ready)]
+            # What the policy says this self.cycle's inputs should do.
+            should = [False, False]
+            if expected_set:
+                self.events.append((self.cycle, ("set", expected_value)))
+                self.policy.set(expected_value)
+            elif reset:
+                self.events.append((self.cycle, ("reset",)))
+                self.policy.reset()
+            else:
+                line = pick([payloads[i].sequence if valid else None for i, valid in enumerate((a_valid, b_valid))])
+                if line is not None:
+                    room = not o_valid or o_ready
+                    should[line] = room or self.policy.is_duplicate(payloads[line].sequence)
+            if taken != should:
+                self.errors.append(f"cycle {self.cycle}: took {taken}, the policy takes {should}")
+            for line in (A, B):
+                if taken[line]:
+                    self.policy.examine(payloads[line].sequence)
+                    self.events.append((self.cycle, ("take", line, payloads[line])))
+            self.cycle += 1
+
+
+def expected_outcome(events: list) -> dict:
+    """Replay the taken messages and controls, in order, through the policy."""
+    policy = Policy()
+    passed, strobes = [], []
+    for cycle, event in events:
+        if event[0] == "set":
+            policy.set(event[1])
+        elif event[0] == "reset":
+            policy.reset()
+        else:
+            _, line, payload = event
+            verdict, first, count = policy.examine(payload.sequence)
+            if verdict == "duplicate":
+                strobes.append((cycle + 1, "duplicate", 0, 0))
+                continue
+            if verdict == "gap":
+                strobes.append((cycle + 1, "gap", first, count))
+            passed.append((cycle, line, payload))
+    return {"passed": passed, "strobes": strobes, "expected": policy.expected, "known": policy.known}
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_line_arbiter(name, flow):
+    scenario = SCENARIOS[name]
+    idle, backpressure = FLOWS[flow]
+    tb = TB(scenario, idle, backpressure)
+    tb.run()
+    ref = expected_outcome(tb.events)
+
+    got = [(int(p.sequence), int(p.line), int(p.data), int(p.length)) for p in tb.received]
+    want = [(int(p.sequence), line, int(p.data), int(p.length)) for _, line, p in ref["passed"]]
+    assert got == want
+    assert tb.strobes == ref["strobes"]
+    # Registered output: a message taken in cycle k is on the output in cycle k + 1.
+    for cycle, _, payload in ref["passed"]:
+        assert tb.out_valid_at.get(cycle + 1) == payload.sequence, f"latency of sequence {payload.sequence}"
+    assert tb.final["known"] == ref["known"]
+    if ref["known"]:
+        assert tb.final["expected"] == ref["expected"]
+    assert tb.final["missing"] == sum(count for _, kind, _, count in ref["strobes"] if kind == "gap")
+
+    # Whatever the timing, the output of a session is strictly increasing and only ever what came in.
+    sequences = [s for s, *_ in got]
+    if len(scenario.phases) == 1:
+        assert sequences == sorted(set(sequences))
+        offered = {s for packets in scenario.phases[0].packets for packet in packets for s in packet}
+        assert set(sequences) <= offered
+    if scenario.passed is not None:
+        assert sequences == scenario.passed
+        assert [(first, count) for _, kind, first, count in tb.strobes if kind == "gap"] == scenario.gaps
+        assert sum(kind == "duplicate" for _, kind, _, _ in tb.strobes) == scenario.duplicates
+    if scenario.complete_when_b_runs and idle == 0.0:
+        assert sequences == sorted({s for packet in scenario.phases[0].packets[B] for s in packet})
+        assert not any(kind == "gap" for _, kind, _, _ in tb.strobes)
+
+
+def test_converts_to_verilog():
+    assert "module line_arbiter" in verilog.convert(LineArbiter(), name="line_arbiter")
