@@ -1,0 +1,74 @@
+"""MAC layer of a feed line: the Ethernet II header, one 802.1Q tag tolerated, checked as it passes."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ...proto import net
+from ..fields import value, wire_shape
+from .header import CHECK, OFFSET_WIDTH, HeaderCapture, tap_layout
+
+__all__ = ["MULTICAST_PREFIX", "EthernetParser"]
+
+MULTICAST_PREFIX = net.multicast_mac("224.0.0.0") >> 23
+"""The top 25 bits of every IPv4 multicast MAC (01:00:5e, then a 0 bit; RFC 1112)."""
+
+
+class EthernetParser(wiring.Component):
+    """The Ethernet header of every frame on the tap, read from `proto.net.ETHERNET` / `ETHERNET_VLAN`.
+
+    Accepts the tap and the line's configuration: `local_mac` (48-bit integer, 01:02:03:04:05:06 is
+    0x010203040506) and `accept_multicast` (also accept destinations 01:00:5e:0xxxxx).
+    Emits, combinationally as the beats pass:
+
+    - `mac_check`: the destination is `local_mac` or an accepted multicast address (resolved with the 14-byte
+      header);
+    - `ethertype_check`: IPv4, or an 802.1Q tag whose inner ethertype is IPv4 (resolved with the 14-byte
+      header, or the 18-byte one behind a tag);
+    - `payload_start`: where the IPv4 header starts (14, or 18 behind a tag), valid once `ethertype`
+      resolved; `header`: the 18 bytes at the frame's start (as ETHERNET_VLAN; ETHERNET reads its first 14).
+
+    Latency 0 (every output is a function of the bytes taken and the offered beat); one beat a cycle.
+    A frame shorter than the header leaves its checks unresolved.
+    """
+
+    def __init__(self, data_width: int) -> None:
+        self._data_width = data_width
+        super().__init__(
+            {
+                "tap": In(tap_layout(data_width)),
+                "local_mac": In(48),
+                "accept_multicast": In(1),
+                "mac_check": Out(CHECK),
+                "ethertype_check": Out(CHECK),
+                "payload_start": Out(OFFSET_WIDTH),
+                "header": Out(wire_shape(net.ETHERNET_VLAN)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.capture = capture = HeaderCapture(net.ETHERNET_VLAN, self._data_width)
+        m.d.comb += [capture.tap.eq(self.tap), capture.start.eq(0), self.header.eq(capture.fields)]
+        raw = capture.fields
+
+        destination = value(raw, net.ETHERNET, "destination")
+        multicast = self.accept_multicast & (destination[23:] == MULTICAST_PREFIX)
+        m.d.comb += [
+            self.mac_check.resolved.eq(capture.received >= net.ETHERNET.length),
+            self.mac_check.failed.eq((destination != self.local_mac) & ~multicast),
+        ]
+
+        outer = value(raw, net.ETHERNET, "ethertype")
+        tagged = outer == net.ETHERTYPE_VLAN
+        inner = value(raw, net.ETHERNET_VLAN, "ethertype")
+        m.d.comb += [
+            self.ethertype_check.resolved.eq(
+                capture.received >= Mux(tagged, net.ETHERNET_VLAN.length, net.ETHERNET.length)
+            ),
+            self.ethertype_check.failed.eq(Mux(tagged, inner, outer) != net.ETHERTYPE_IPV4),
+            self.payload_start.eq(Mux(tagged, net.ETHERNET_VLAN.length, net.ETHERNET.length)),
+        ]
+        return m

@@ -1,0 +1,137 @@
+"""IPv4 layer of a feed line: the header (options skipped but summed) checked as it passes, and the
+multicast group filter."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...proto import net
+from ..fields import value, wire_shape
+from .header import CHECK, OFFSET_WIDTH, HeaderCapture, tap_layout
+
+__all__ = ["GROUP", "Ipv4Parser"]
+
+GROUP = data.StructLayout(
+    {
+        "valid": 1,
+        "address": unsigned(32),  # IPv4 destination as an integer (233.54.12.111 is 0xE9360C6F)
+        "port": unsigned(16),  # UDP destination port on that address
+    }
+)
+"""One destination a feed line listens to: a multicast group and the UDP port the feed uses on it."""
+
+
+def _bits(raw, bit_field: net.BitField):
+    return raw[bit_field.shift : bit_field.shift + bit_field.width]
+
+
+class Ipv4Parser(wiring.Component):
+    """The IPv4 header at frame position `start`, read from `proto.net.IPV4` and checked as it passes.
+
+    Accepts the tap, `start` (from the MAC layer) and `groups` (the line's destinations). Emits,
+    combinationally as the beats pass (resolved with the 20-byte header unless said otherwise):
+
+    - `header_check`: version 4, IHL >= 5, total length >= IHL*4 + `min_payload` (room for the UDP header);
+    - `checksum_check`: the ones' complement sum of all IHL*4 header bytes, options included, is 0xFFFF
+      (resolved when the last option byte has arrived; the sum is kept in a register as the beats pass);
+    - `fragment_check`: not a fragment (more-fragments clear and fragment offset 0; DF is not looked at);
+    - `protocol_check`: UDP (17);
+    - `destination_check`: the destination address is a valid entry of `groups`; `group_hits` says which;
+    - `payload_start` (start + IHL*4), `payload_length` (total length - IHL*4), `payload_end` (start +
+      total length: later frame bytes are Ethernet padding), `header` (the 20 bytes as IPV4).
+
+    The checks only mean something in order, each after the ones before it passed (the IHL that places
+    the options is only trusted once `header_check` passed). Latency 0; one beat a cycle. A frame that ends
+    inside the header leaves its checks unresolved.
+    """
+
+    def __init__(self, data_width: int, n_groups: int, *, min_payload: int = net.UDP.length) -> None:
+        self._data_width = data_width
+        self._n_groups = n_groups
+        self._min_payload = min_payload
+        super().__init__(
+            {
+                "tap": In(tap_layout(data_width)),
+                "start": In(OFFSET_WIDTH),
+                "groups": In(data.ArrayLayout(GROUP, n_groups)),
+                "header_check": Out(CHECK),
+                "checksum_check": Out(CHECK),
+                "fragment_check": Out(CHECK),
+                "protocol_check": Out(CHECK),
+                "destination_check": Out(CHECK),
+                "group_hits": Out(n_groups),
+                "payload_start": Out(OFFSET_WIDTH),
+                "payload_length": Out(16),
+                "payload_end": Out(OFFSET_WIDTH),
+                "header": Out(wire_shape(net.IPV4)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        tap, start = self.tap, self.start
+        m.submodules.capture = capture = HeaderCapture(net.IPV4, self._data_width)
+        m.d.comb += [capture.tap.eq(tap), capture.start.eq(start), self.header.eq(capture.fields)]
+        raw = capture.fields
+
+        version_ihl = value(raw, net.IPV4, "version_ihl")
+        version, ihl = _bits(version_ihl, net.IPV4_VERSION), _bits(version_ihl, net.IPV4_IHL)
+        header_length = Signal(6)
+        m.d.comb += header_length.eq(ihl * 4)
+        total_length = value(raw, net.IPV4, "total_length")
+        complete = capture.has()
+        for check in (self.header_check, self.fragment_check, self.protocol_check, self.destination_check):
+            m.d.comb += check.resolved.eq(complete)
+        m.d.comb += self.header_check.failed.eq(
+            (version != net.IPV4_VERSION_4)
+            | (ihl < net.IPV4_MIN_IHL)
+            | (total_length < header_length + self._min_payload)
+        )
+
+        # The checksum covers the options, which the capture does not keep: sum every header byte as it
+        # passes (a byte at an even distance from `start` is the high byte of its 16-bit word).
+        lanes = self._data_width // 8
+        header_end = Signal(OFFSET_WIDTH + 1)
+        m.d.comb += header_end.eq(start + header_length)
+        beat_sum = 0
+        for i in range(lanes):
+            at = tap.offset + i
+            byte = tap.data[8 * i : 8 * i + 8]
+            inside = (at >= start) & (at < header_end) & (at < tap.end)
+            high = ~(at[0] ^ start[0])
+            beat_sum += Mux(inside, Mux(high, byte << 8, byte), 0)
+        total = Signal(22)  # 30 words of at most 0xFFFF
+        so_far = Signal(22)
+        m.d.comb += so_far.eq(total + beat_sum)
+        with m.If(tap.take):
+            m.d.sync += total.eq(so_far)
+            with m.If(tap.last):
+                m.d.sync += total.eq(0)
+        fold = so_far[:16] + so_far[16:]
+        fold = (fold[:16] + fold[16:])[:16]
+        m.d.comb += [
+            self.checksum_check.resolved.eq(complete & (tap.end >= header_end)),
+            self.checksum_check.failed.eq((fold != 0xFFFF) & (so_far != 0)),  # 0 only for an all-zero header
+        ]
+
+        flags = value(raw, net.IPV4, "flags_fragment_offset")
+        m.d.comb += [
+            self.fragment_check.failed.eq(
+                _bits(flags, net.IPV4_FLAG_MORE_FRAGMENTS).any() | _bits(flags, net.IPV4_FRAGMENT_OFFSET).any()
+            ),
+            self.protocol_check.failed.eq(value(raw, net.IPV4, "protocol") != net.IP_PROTOCOL_UDP),
+        ]
+
+        destination = value(raw, net.IPV4, "destination")
+        m.d.comb += [
+            self.group_hits.eq(
+                Cat(self.groups[g].valid & (self.groups[g].address == destination) for g in range(self._n_groups))
+            ),
+            self.destination_check.failed.eq(~self.group_hits.any()),
+            self.payload_start.eq(header_end),
+            self.payload_length.eq(total_length - header_length),
+            self.payload_end.eq(start + total_length),
+        ]
+        return m
