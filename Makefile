@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := tshark
+DEBIAN_PACKAGES := tshark g++ make perl  # tshark: dissector cross-checks; g++, make, perl: Verilator builds
 OUT := out
 PYTEST_ARGS ?=
 
@@ -48,6 +48,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/bench_model.py
 	$(BIN)/python bench/bench_decode.py
+	$(BIN)/python bench/bench_gateware.py
 
 # Re-pin every Python package after a dependency change in pyproject.toml.
 lock: install

@@ -7,6 +7,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..proto import moldudp64
+from ..proto.registers import DROP_REASONS
 from .mold.framer import SESSION_BITS, MessageFramer, MoldHeaderParser, session_const
 from .net.ethernet import EthernetParser
 from .net.header import CHECK, BeatTracker
@@ -18,21 +19,13 @@ __all__ = ["GROUP", "DropReason", "FeedLine", "session_const"]
 
 
 class DropReason(enum.Enum, shape=unsigned(4)):
-    """Why a frame was dropped whole, in the order the checks are made (the first failing one counts)."""
+    """Why a frame was dropped whole, in the order the checks are made (the first failing one counts).
 
-    BAD_FRAMING = 0  # keep rules broken, or the frame ends before the bytes the next check reads
-    DISABLED = 1  # `enable` was low at the frame's first beat
-    MAC = 2  # destination MAC neither `local_mac` nor (with `accept_multicast`) 01:00:5e:0xxxxx
-    ETHERTYPE = 3  # neither IPv4 nor one 802.1Q tag in front of IPv4
-    IP_HEADER = 4  # version not 4, IHL < 5, or total length < IHL*4 + 8
-    IP_CHECKSUM = 5  # header checksum (over all IHL*4 bytes, options included) wrong
-    IP_FRAGMENT = 6  # more-fragments set or fragment offset not 0
-    IP_PROTOCOL = 7  # not UDP
-    IP_DESTINATION = 8  # destination address not a valid `groups` entry's
-    UDP_PORT = 9  # destination port not the port of an entry with that address
-    UDP_LENGTH = 10  # UDP length not the IPv4 payload length, or too short for a MoldUDP64 header
-    MOLD_SESSION = 11  # session not `session` (with `check_session`)
-    MOLD_LENGTH = 12  # a heartbeat or end-of-session packet with bytes after its header
+    Generated from the register map's DROP_REASONS (one counter per reason), where each is explained."""
+
+    _ignore_ = ("_value", "_name")
+    for _value, _name in enumerate(DROP_REASONS):
+        vars()[_name] = _value
 
 
 class FeedLine(wiring.Component):

@@ -17,7 +17,8 @@ import numpy as np
 from ..proto import bbo, itch, itch_file, pcap
 from .book import BookModel
 
-ENGINES = ("model",)
+ENGINES = ("model", "sim")
+SIM_FEED = {"packet_span_ns": 5_000_000, "heartbeat_interval_ns": 60_000_000_000}  # ITCH file -> feed pcap
 
 
 @dataclass
@@ -117,9 +118,15 @@ def replay(
     chunk_size: int = itch_file.DEFAULT_CHUNK_SIZE,
     on_records: Callable[[np.ndarray], None] | None = None,
 ) -> ReplaySummary:
-    """Replay `path` through `engine`; `on_records` (if given) sees every batch of BBO records in order."""
+    """Replay `path` through `engine`; `on_records` (if given) sees every batch of BBO records in order.
+
+    Engines: "model" (the golden model) and "sim" (the FeedHandler gateware in Verilator; an ITCH file is
+    first published as the dual-line feed pcap). Both must give the same records, so the same bbo_sha256.
+    """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r} (available: {', '.join(ENGINES)})")
+    if engine == "sim":
+        return _replay_sim(path, framing=framing, on_records=on_records)
     source = open_source(path, framing=framing, chunk_size=chunk_size)
     model = BookModel(lenient=lenient)
     digest = bbo.Digest()
@@ -143,3 +150,66 @@ def replay(
         skipped_unknown_order=model.skipped_unknown_order,
         feed=source.feed_counters(),
     )
+
+
+def _replay_sim(
+    path: str | os.PathLike, *, framing: str, on_records: Callable[[np.ndarray], None] | None
+) -> ReplaySummary:
+    """The simulated card's replay: its records, and its own counters for the message and feed counts.
+
+    The card always skips messages about orders it does not hold (the model's --lenient); their number
+    is the card's unknown_order counter.
+    """
+    import tempfile
+
+    from ..sim import card_sim, feed
+
+    kind = detect_source(path)
+    with tempfile.TemporaryDirectory(prefix="wirebook-sim-") as folder:
+        pcap_path = Path(path)
+        if kind == "itch":
+            if (detect_framing(path) if framing == "auto" else framing) != "strict":
+                raise ValueError(f"{path}: the sim engine publishes strictly framed ITCH files only")
+            pcap_path = Path(folder) / "feed.pcap"
+            feed.write_feed_pcap(path, pcap_path, **SIM_FEED)
+        run = card_sim.run_card(pcap_path)
+    records = run.records
+    if on_records is not None:
+        on_records(records)
+    counters = run.report["counters"]
+    digest = bbo.Digest()
+    digest.update(records)
+    symbols = _symbols(path, framing) if kind == "itch" else {}
+    return ReplaySummary(
+        source=kind,
+        framing="strict",
+        messages=dict(zip(itch.TYPES, counters["messages_by_type"])),
+        bbo_updates=digest.count,
+        bbo_sha256=digest.hexdigest(),
+        final_bbo=final_bbo(records, symbols),
+        skipped_unknown_order=counters["unknown_order"],
+        feed={name: counters[name] for name in _CARD_FEED_COUNTERS},
+    )
+
+
+_CARD_FEED_COUNTERS = ("frames_a", "frames_b", "packets_accepted_a", "packets_accepted_b", "messages_accepted",
+                       "duplicates", "gaps", "missing_messages")  # fmt: skip
+
+
+def _symbols(path: str | os.PathLike, framing: str) -> dict[int, str]:
+    symbols: dict[int, str] = {}
+    for chunk in open_source(path, framing=framing).chunks:
+        for row in itch.decode_bulk(chunk.buffer, chunk.offsets, chunk.types, only="R").get("R", ()):
+            symbols[int(row["stock_locate"])] = row["stock"].decode("ascii").rstrip()
+    return symbols
+
+
+def final_bbo(records: np.ndarray, symbols: dict[int, str]) -> dict[str, dict[str, int]]:
+    """Instrument -> its last record's top of book, for every instrument with a record, by locate."""
+    locates, from_end = np.unique(records["locate"][::-1], return_index=True)
+    out = {}
+    for locate, at in zip(locates.tolist(), (len(records) - 1 - from_end).tolist()):
+        r = records[at]
+        out[symbols.get(locate, str(locate))] = {"locate": locate, **{f: int(r[f]) for f in bbo.TOP_FIELDS},
+                                                 "flags": int(r["flags"])}  # fmt: skip
+    return out

@@ -33,6 +33,11 @@ REQUEST = Layout(
     ),
     description="MoldUDP64 re-request packet",
 )
+BLOCK = Layout(
+    "moldudp64_message_block",
+    (("length", 0, 2, UINT),),
+    description="the length that precedes every message in a downstream packet (the message follows)",
+)
 HEADER_LENGTH = HEADER.length
 HEARTBEAT_COUNT = 0
 END_OF_SESSION_COUNT = 0xFFFF
@@ -65,7 +70,7 @@ def encode_packet(session: str, sequence_number: int, messages: Sequence[bytes])
     for m in messages:
         if len(m) > 0xFFFF:
             raise ValueError(f"MoldUDP64 message of {len(m)} bytes exceeds the 2-byte length")
-        parts.append(len(m).to_bytes(2, "big"))
+        parts.append(BLOCK.pack(length=len(m)))
         parts.append(m)
     return b"".join(parts)
 
@@ -105,18 +110,19 @@ def decode_packet(payload: bytes | bytearray | memoryview) -> Packet:
     messages = []
     at = HEADER_LENGTH
     for i in range(count):
-        if at + 2 > len(payload):
+        if at + BLOCK.length > len(payload):
             raise TruncatedError(f"MoldUDP64 message block {i} of {count}", at, "a 2-byte length", "end of packet")
-        length = int.from_bytes(payload[at : at + 2], "big")
-        if at + 2 + length > len(payload):
+        length = BLOCK.unpack(payload, at).length
+        at += BLOCK.length
+        if at + length > len(payload):
             raise TruncatedError(
                 f"MoldUDP64 message block {i} of {count}",
-                at,
+                at - BLOCK.length,
                 f"{length} message bytes",
-                f"{len(payload) - at - 2} bytes left",
+                f"{len(payload) - at} bytes left",
             )
-        messages.append(bytes(payload[at + 2 : at + 2 + length]))
-        at += 2 + length
+        messages.append(bytes(payload[at : at + length]))
+        at += length
     if at != len(payload):
         raise MalformedError(
             "MoldUDP64 packet", at, f"end of packet after {count} message blocks", f"{len(payload) - at} more bytes"

@@ -63,20 +63,20 @@ LINES = ("A", "B")  # the two redundant feed lines
 
 # Why a frame or packet was dropped, one counter per reason and line. The gateware's drop-reason enum
 # has these members with these values (index = value), checked by its tests.
-DROP_REASONS: tuple[str, ...] = (
-    "BAD_FRAMING",
-    "DISABLED",
-    "MAC",
-    "ETHERTYPE",
-    "IP_HEADER",
-    "IP_CHECKSUM",
-    "IP_FRAGMENT",
-    "IP_PROTOCOL",
-    "IP_DESTINATION",
-    "UDP_PORT",
-    "UDP_LENGTH",
-    "MOLD_SESSION",
-    "MOLD_LENGTH",
+DROP_REASONS: tuple[str, ...] = (  # in the order the feed line checks them; the gateware's DropReason enum
+    "BAD_FRAMING",  # keep rules broken, or the frame ends before the bytes the next check reads
+    "DISABLED",  # `enable` (or the line's enable) was low at the frame's first beat
+    "MAC",  # destination MAC neither `local_mac` nor (with `accept_multicast`) 01:00:5e:0xxxxx
+    "ETHERTYPE",  # neither IPv4 nor one 802.1Q tag in front of IPv4
+    "IP_HEADER",  # version not 4, IHL < 5, or total length < IHL*4 + 8
+    "IP_CHECKSUM",  # header checksum (over all IHL*4 bytes, options included) wrong
+    "IP_FRAGMENT",  # more-fragments set or fragment offset not 0
+    "IP_PROTOCOL",  # not UDP
+    "IP_DESTINATION",  # destination address not a valid `group` entry's
+    "UDP_PORT",  # destination port not the port of an entry with that address
+    "UDP_LENGTH",  # UDP length not the IPv4 payload length, or too short for a MoldUDP64 header
+    "MOLD_SESSION",  # session not `session` (with `check_session`)
+    "MOLD_LENGTH",  # a heartbeat or end-of-session packet with bytes after its header
 )
 
 
@@ -616,7 +616,13 @@ def _declaration() -> list[Register]:
         "merged counters",
         [
             Register("messages_accepted", COUNTER, 64, "Messages the A/B merger passed on (first copy of each)."),
-            Register("duplicates", COUNTER, 64, "Messages already seen (the other line's copy, or a replay)."),
+            Register(
+                "duplicates",
+                COUNTER,
+                64,
+                "Messages already seen (the other line's copy, or a replay).",
+                amount_width=2,  # both lines' copies can be dropped in one cycle
+            ),
             Register("gaps", COUNTER, 64, "Gaps in the sequence numbers."),
             Register(
                 "missing_messages", COUNTER, 64, "Messages missing, the sum of every gap's size.", amount_width=64

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .display import format_message, format_price
+from .model.replay import ENGINES
 
 
 def _cmd_gen(args: argparse.Namespace) -> int:
@@ -106,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r = sub.add_parser("replay", help="replay an ITCH file or a MoldUDP64 pcap through a book engine")
     r.add_argument("file", type=Path, help="ITCH binary file or pcap of the MoldUDP64 feed")
-    r.add_argument("--engine", choices=["model"], default="model", help="book engine (default: the golden model)")
+    r.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="model",
+        help="book engine: model (the golden model, default) or sim (the gateware in Verilator)",
+    )
     r.add_argument("--framing", choices=["auto", "strict", "tolerant"], default="auto", help=framing_help)
     r.add_argument(
         "--lenient", action="store_true",
@@ -125,7 +131,63 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--limit", type=int, default=50, help="messages to show (default 50)")
     i.add_argument("--type", action="append", help="only this message type letter (repeatable)")
     i.set_defaults(func=_cmd_inspect)
+
+    h = sub.add_parser("hdl", help="the card's gateware: Verilog and register map")
+    hsub = h.add_subparsers(dest="hdl_command", required=True)
+    v = hsub.add_parser("verilog", help="write the FeedHandler core as Verilog (top module feed_handler)")
+    _add_core_arguments(v)
+    v.add_argument("-o", "--output", type=Path, required=True, help="Verilog file to write")
+    v.set_defaults(func=_cmd_hdl_verilog)
+    regs = hsub.add_parser("registers", help="print the register map (Markdown, as docs/registers.md)")
+    regs.set_defaults(func=_cmd_hdl_registers)
+
+    b = sub.add_parser("bench", help="measurements recorded in bench/results")
+    bsub = b.add_subparsers(dest="bench_command", required=True)
+    bg = bsub.add_parser("gateware", help="latency (cycles), line-rate throughput, ECP5/xc7 resources and Fmax")
+    bg.add_argument("--widths", default="8,32,64", help="data widths to measure (default 8,32,64)")
+    bg.add_argument("--messages", type=int, default=20_000, help="messages of the simulated market (default 20000)")
+    bg.add_argument("--no-synthesis", action="store_true", help="skip yosys / nextpnr (simulation numbers only)")
+    bg.add_argument("--json", action="store_true", help="print one JSON object")
+    bg.set_defaults(func=_cmd_bench_gateware)
     return p
+
+
+def _add_core_arguments(parser: argparse.ArgumentParser) -> None:
+    from .hdl.stream import DATA_WIDTHS
+
+    parser.add_argument("--data-width", type=int, choices=DATA_WIDTHS, default=64, help="bits per beat (default 64)")
+    parser.add_argument("--instruments", type=int, default=64, help="instrument slots (default 64)")
+    parser.add_argument("--orders", type=int, default=16384, help="order-table entries (default 16384)")
+    parser.add_argument("--levels", type=int, default=16, help="price levels held per side (default 16)")
+
+
+def _cmd_hdl_verilog(args: argparse.Namespace) -> int:
+    from .hdl.feed_handler import write_verilog
+
+    path = write_verilog(args.output, data_width=args.data_width, n_instruments=args.instruments,
+                         n_orders=args.orders, n_levels=args.levels)  # fmt: skip
+    print(path)
+    return 0
+
+
+def _cmd_hdl_registers(args: argparse.Namespace) -> int:
+    from .proto import registers
+
+    print(registers.markdown(), end="")
+    return 0
+
+
+def _cmd_bench_gateware(args: argparse.Namespace) -> int:
+    from .hw import measure
+
+    widths = [int(w) for w in args.widths.split(",") if w]
+    report = measure.gateware(widths, messages=args.messages, synthesis=not args.no_synthesis,
+                              progress=None if args.json else print)  # fmt: skip
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print(measure.markdown(report))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

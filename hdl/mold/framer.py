@@ -10,18 +10,13 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...proto import moldudp64
-from ...proto.fields import UINT, Layout
 from ..fields import alpha_const, value, wire_shape
 from ..net.header import CHECK, OFFSET_WIDTH, HeaderCapture, bytes_at, tap_layout
 from ..stream import MESSAGE, MESSAGE_BYTES
 
-__all__ = ["BLOCK", "MessageFramer", "MoldHeaderParser"]
+__all__ = ["MessageFramer", "MoldHeaderParser"]
 
-BLOCK = Layout(
-    "moldudp64_block",
-    (("length", 0, 2, UINT),),
-    description="the length in front of every MoldUDP64 message block (proto.moldudp64 writes it inline)",
-)
+BLOCK = moldudp64.BLOCK
 SESSION_BITS = 8 * moldudp64.HEADER.by_name["session"].width
 
 

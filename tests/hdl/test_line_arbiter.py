@@ -243,8 +243,8 @@ class TB:
         await ctx.tick()
         while ctx.get(dut.messages.valid):
             await ctx.tick()
-        await ctx.tick().repeat(3)  # `missing` trails `gap` by a cycle
-        self.final = {name: ctx.get(getattr(dut, name)) for name in ("expected", "expected_known", "missing")}
+        await ctx.tick().repeat(3)
+        self.final = {name: ctx.get(getattr(dut, name)) for name in ("expected", "expected_known")}
         self.final["known"] = self.final.pop("expected_known")
 
     async def consume(self, ctx):
@@ -266,13 +266,13 @@ class TB:
         a, b, out = dut.lines[A], dut.lines[B], dut.messages
         async for _, _, *v in ctx.tick().sample(
             a.valid, a.ready, a.payload, b.valid, b.ready, b.payload, out.valid, out.ready, out.payload,
-            dut.reset, dut.expected_set, dut.expected_value, dut.duplicate, dut.gap, dut.gap_first, dut.gap_count,
+            dut.reset, dut.expected_set, dut.expected_value, dut.duplicates, dut.gap, dut.gap_first, dut.gap_count,
         ):  # fmt: skip
             a_valid, a_ready, a_payload, b_valid, b_ready, b_payload, o_valid, o_ready, o_payload = v[:9]
-            reset, expected_set, expected_value, duplicate, gap, gap_first, gap_count = v[9:]
+            reset, expected_set, expected_value, duplicates, gap, gap_first, gap_count = v[9:]
             if o_valid:
                 self.out_valid_at[self.cycle] = o_payload.sequence
-            if duplicate:
+            for _ in range(duplicates):
                 self.strobes.append((self.cycle, "duplicate", 0, 0))
             if gap:
                 self.strobes.append((self.cycle, "gap", gap_first, gap_count))
@@ -287,10 +287,15 @@ class TB:
                 self.events.append((self.cycle, ("reset",)))
                 self.policy.reset()
             else:
-                line = pick([payloads[i].sequence if valid else None for i, valid in enumerate((a_valid, b_valid))])
-                if line is not None:
-                    room = not o_valid or o_ready
-                    should[line] = room or self.policy.is_duplicate(payloads[line].sequence)
+                valid = (a_valid, b_valid)
+                behind = [bool(valid[i]) and self.policy.is_duplicate(payloads[i].sequence) for i in (A, B)]
+                should = list(behind)
+                line = pick([payloads[i].sequence if valid[i] and not behind[i] else None for i in (A, B)])
+                if line is not None and (not o_valid or o_ready):
+                    should[line] = True
+                    other = B if line == A else A
+                    if valid[other] and not behind[other]:
+                        should[other] = payloads[other].sequence == payloads[line].sequence
             if taken != should:
                 self.errors.append(f"cycle {self.cycle}: took {taken}, the policy takes {should}")
             for line in (A, B):
@@ -333,14 +338,13 @@ def test_line_arbiter(name, flow):
     got = [(int(p.sequence), int(p.line), int(p.data), int(p.length)) for p in tb.received]
     want = [(int(p.sequence), line, int(p.data), int(p.length)) for _, line, p in ref["passed"]]
     assert got == want
-    assert tb.strobes == ref["strobes"]
+    assert sorted(tb.strobes) == sorted(ref["strobes"])
     # Registered output: a message taken in cycle k is on the output in cycle k + 1.
     for cycle, _, payload in ref["passed"]:
         assert tb.out_valid_at.get(cycle + 1) == payload.sequence, f"latency of sequence {payload.sequence}"
     assert tb.final["known"] == ref["known"]
     if ref["known"]:
         assert tb.final["expected"] == ref["expected"]
-    assert tb.final["missing"] == sum(count for _, kind, _, count in ref["strobes"] if kind == "gap")
 
     # Whatever the timing, the output of a session is strictly increasing and only ever what came in.
     sequences = [s for s, *_ in got]

@@ -1,0 +1,237 @@
+"""The card's core: two feed lines of Ethernet frames in, BBO update records out, CSRs on AXI4-Lite.
+
+    s_axis_a ─ FeedLine(A) ─┐
+                             ├─ LineArbiter ─ ItchDecoder ─ op FIFO ─ BookEngine ─ m_axis_bbo
+    s_axis_b ─ FeedLine(B) ─┘
+    s_axil ─ CsrBank (proto.registers): configuration, commands, status, counters
+
+`wirebook hdl verilog -o feed_handler.v` writes the Verilog (`write_verilog`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..proto import bbo, itch, registers
+from ..proto.registers import DROP_REASONS, LINES
+from .book.engine import BookEngine
+from .csr.bank import CsrBank
+from .feed_line import FeedLine
+from .itch.decoder import ItchDecoder
+from .mold.arbiter import LineArbiter
+from .stream import BOOK_OP, DATA_WIDTHS
+
+__all__ = ["FeedHandler", "build_id"]
+
+RECORD_BYTES = bbo.SIZE
+OP_FIFO_DEPTH = 8  # absorbs a REPLACE (4 book cycles) followed by short messages; see the throughput note
+
+
+def build_id() -> int:
+    """32 bits of the SHA-256 of the gateware and wire-format sources: the build the card reports."""
+    h = hashlib.sha256()
+    for root in (Path(__file__).resolve().parent, Path(registers.__file__).resolve().parent):
+        for path in sorted(root.rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return int.from_bytes(h.digest()[:4], "big")
+
+
+def _axis_members(prefix: str, width: int, flow) -> dict:
+    """AXI4-Stream ports named the way Vivado and cocotbext-axi expect (`<prefix>_tdata`, ...)."""
+    back = In if flow is Out else Out
+    return {
+        f"{prefix}_tdata": flow(width),
+        f"{prefix}_tkeep": flow(width // 8),
+        f"{prefix}_tlast": flow(1),
+        f"{prefix}_tvalid": flow(1),
+        f"{prefix}_tready": back(1),
+    }
+
+
+class FeedHandler(wiring.Component):
+    """ITCH 5.0 feed handler: Ethernet frames of the A and B lines in, BBO update records out.
+
+    Accepts: on `s_axis_a` / `s_axis_b` Ethernet frames without FCS, `data_width` bits a beat (first byte
+    in the lowest lane; every beat full but the last). Frames are filtered, parsed and framed per line
+    (FeedLine: MAC, VLAN, IPv4, UDP, MoldUDP64), the lines merged by sequence number (LineArbiter: the
+    first arrival wins, gaps and duplicates counted), decoded (ItchDecoder) and applied to the book of
+    the subscribed instruments (BookEngine).
+    Emits: on `m_axis_bbo` one 512-bit beat (tlast set, all tkeep) per BBO update record
+    (proto.bbo.RECORD, byte k at bits 8k..8k+7) whenever an instrument's top of book or flags change; the
+    record carries the MoldUDP64 sequence of the causing message and the card clock (`clock` register,
+    a free-running cycle counter the host can load) at the time it was made.
+    Latency and throughput: see bench/results/gateware.md (measured by bench/bench_gateware.py); with
+    `m_axis_bbo_tready` high the inputs take one beat per cycle on both lines for any message mix.
+    Bad input: dropped and counted by reason (registers `drops_a` / `drops_b`, `unknown_type`, ...);
+    nothing on the feed can stall the core.
+    Registers: proto.registers (docs/registers.md), on `s_axil` (AXI4-Lite, 32-bit data).
+    """
+
+    def __init__(
+        self,
+        data_width: int = 64,
+        *,
+        n_instruments: int = 64,
+        n_orders: int = 16384,
+        n_levels: int = 16,
+        n_ways: int = 4,
+        n_locates: int = 16384,
+    ) -> None:
+        if data_width not in DATA_WIDTHS:
+            raise ValueError(f"data_width must be one of {DATA_WIDTHS}, got {data_width}")
+        self.data_width = data_width
+        self.book_parameters = {"n_instruments": n_instruments, "n_orders": n_orders, "n_levels": n_levels,
+                                "n_ways": n_ways, "n_locates": n_locates}  # fmt: skip
+        self.bank = CsrBank(
+            constants={
+                "build_id": build_id(),
+                "data_width": data_width,
+                "n_instruments": n_instruments,
+                "n_orders": n_orders,
+                "n_levels": n_levels,
+            }
+        )
+        members = {}
+        for line in LINES:
+            members |= _axis_members(f"s_axis_{line.lower()}", data_width, In)
+        members |= _axis_members("m_axis_bbo", 8 * RECORD_BYTES, Out)
+        members |= {name: member for name, member in self.bank.signature.members.items() if name.startswith("s_axil")}
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bank = bank = self.bank
+        for name in self.signature.members:
+            if name.startswith("s_axil"):
+                ours, theirs = getattr(self, name), getattr(bank, name)
+                m.d.comb += theirs.eq(ours) if self.signature.members[name].flow == In else ours.eq(theirs)
+        config, status, counter, command = bank.config, bank.status, bank.counter, bank.command
+
+        # The card clock: a cycle counter the host can load.
+        clock = Signal(64)
+        m.d.sync += clock.eq(clock + 1)
+        with m.If(command.clock_set):
+            m.d.sync += clock.eq(config.clock_value)
+        m.d.comb += status.clock.eq(clock)
+
+        # Feed lines.
+        arbiter = m.submodules.arbiter = LineArbiter()
+        end_of_session_seen = Signal()
+        for index, name in enumerate(LINES):
+            line = FeedLine(self.data_width, line=index, n_groups=registers.N_GROUPS)
+            m.submodules[f"line_{name.lower()}"] = line
+            prefix, suffix = f"s_axis_{name.lower()}", f"_{name.lower()}"
+            m.d.comb += [
+                line.frames.payload.data.eq(getattr(self, f"{prefix}_tdata")),
+                line.frames.payload.keep.eq(getattr(self, f"{prefix}_tkeep")),
+                line.frames.payload.last.eq(getattr(self, f"{prefix}_tlast")),
+                line.frames.valid.eq(getattr(self, f"{prefix}_tvalid")),
+                getattr(self, f"{prefix}_tready").eq(line.frames.ready),
+                line.enable.eq(config.enable & config.line_enable[index]),
+                line.local_mac.eq(config.local_mac),
+                line.accept_multicast.eq(config.accept_multicast),
+                line.session.eq(config.session),
+                line.check_session.eq(config.check_session),
+            ]
+            for g in range(registers.N_GROUPS):  # field by field: the two layouts order them differently
+                entry, source = line.groups[g], config.group[g]
+                m.d.comb += [entry.valid.eq(source.valid), entry.address.eq(source.address),
+                             entry.port.eq(source.port)]  # fmt: skip
+            wiring.connect(m, line.messages, arbiter.lines[index])
+            m.d.comb += [
+                counter[f"frames{suffix}"].eq(line.frame_seen),
+                counter[f"packets_accepted{suffix}"].eq(line.packet_accepted),
+                counter[f"heartbeats{suffix}"].eq(line.heartbeat),
+                counter[f"end_of_session{suffix}"].eq(line.end_of_session),
+                counter[f"truncated{suffix}"].eq(line.truncated),
+                counter[f"bad_message_length{suffix}"].eq(line.bad_message_length),
+                counter[f"messages{suffix}"].eq(line.messages.valid & line.messages.ready),
+            ]
+            for reason, _ in enumerate(DROP_REASONS):
+                m.d.comb += counter[f"drops{suffix}"][reason].eq(line.drop & (line.drop_reason.as_value() == reason))
+            with m.If(line.end_of_session):
+                m.d.sync += end_of_session_seen.eq(1)
+        with m.If(command.sequence_reset):
+            m.d.sync += end_of_session_seen.eq(0)
+
+        m.d.comb += [
+            arbiter.reset.eq(command.sequence_reset | command.book_clear),
+            arbiter.expected_set.eq(command.expected_set),
+            arbiter.expected_value.eq(config.expected_value),
+            status.expected_sequence.eq(arbiter.expected),
+            status.expected_known.eq(arbiter.expected_known),
+            status.last_gap_first.eq(arbiter.gap_first),
+            status.last_gap_count.eq(arbiter.gap_count),
+            status.end_of_session_seen.eq(end_of_session_seen),
+            counter.messages_accepted.eq(arbiter.messages.valid & arbiter.messages.ready),
+            counter.duplicates.eq(arbiter.duplicates),
+            counter.gaps.eq(arbiter.gap),
+            counter.missing_messages.eq(Mux(arbiter.gap, arbiter.gap_count, 0)),  # an amount per gap
+        ]
+
+        # ITCH decoding.
+        decoder = m.submodules.decoder = ItchDecoder()
+        wiring.connect(m, arbiter.messages, decoder.messages)
+        for index, _ in enumerate(itch.TYPES):
+            m.d.comb += counter.messages_by_type[index].eq(decoder.counted & (decoder.type_index == index))
+        m.d.comb += [
+            counter.unknown_type.eq(decoder.unknown_type),
+            counter.bad_length.eq(decoder.bad_length),
+            counter.bad_field.eq(decoder.bad_field),
+            status.last_system_event.eq(decoder.event_code),
+            status.last_directory_locate.eq(decoder.directory_locate),
+            status.last_directory_stock.eq(decoder.directory_stock),
+        ]
+
+        # The book, behind a small FIFO of operations.
+        ops = m.submodules.ops = fifo.SyncFIFOBuffered(width=BOOK_OP.size, depth=OP_FIFO_DEPTH)
+        book = m.submodules.book = BookEngine(**self.book_parameters)
+        m.d.comb += [
+            ops.w_data.eq(decoder.ops.payload.as_value()),
+            ops.w_en.eq(decoder.ops.valid),
+            decoder.ops.ready.eq(ops.w_rdy),
+            book.ops.payload.eq(ops.r_data),
+            book.ops.valid.eq(ops.r_rdy),
+            ops.r_en.eq(book.ops.ready),
+        ]
+        m.d.comb += [
+            book.timestamp.eq(clock),
+            book.table_write.eq(command.instrument_write),
+            book.table_locate.eq(config.instrument_locate),
+            book.table_slot.eq(config.instrument_slot),
+            book.table_valid.eq(config.instrument_valid),
+            book.clear.eq(command.book_clear),
+            status.clearing.eq(book.clearing),
+            status.orders_live.eq(book.orders_live),
+            counter.unsubscribed.eq(book.unsubscribed),
+            counter.unknown_order.eq(book.unknown_order),
+            counter.order_overflow.eq(book.order_overflow),
+            counter.level_eviction.eq(book.level_eviction),
+            counter.locate_mismatch.eq(book.locate_mismatch),
+            counter.over_execution.eq(book.over_execution),
+            counter.duplicate_order.eq(book.duplicate_order),
+            counter.bbo_records.eq(book.records.valid & book.records.ready),
+        ]
+        m.d.comb += [
+            self.m_axis_bbo_tdata.eq(book.records.payload),
+            self.m_axis_bbo_tkeep.eq(Const((1 << RECORD_BYTES) - 1, unsigned(RECORD_BYTES))),
+            self.m_axis_bbo_tlast.eq(1),
+            self.m_axis_bbo_tvalid.eq(book.records.valid),
+            book.records.ready.eq(self.m_axis_bbo_tready),
+        ]
+        return m
+
+
+def write_verilog(path: str | Path, *, name: str = "feed_handler", **parameters) -> Path:
+    from amaranth.back import verilog
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(verilog.convert(FeedHandler(**parameters), name=name, emit_src=False))
+    return path
