@@ -1,7 +1,7 @@
 """The card's core: two feed lines of Ethernet frames in, BBO update records out, CSRs on AXI4-Lite.
 
     s_axis_a ─ FeedLine(A) ─┐
-                             ├─ LineArbiter ─ ItchDecoder ─ op FIFO ─ BookEngine ─ m_axis_bbo
+                             ├─ LineArbiter ─ ItchDecoder ─ BypassFIFO ─ BookEngine ─ m_axis_bbo
     s_axis_b ─ FeedLine(B) ─┘
     s_axil ─ CsrBank (proto.registers): configuration, commands, status, counters
 
@@ -14,12 +14,13 @@ import hashlib
 from pathlib import Path
 
 from amaranth.hdl import Const, Module, Mux, Signal, unsigned
-from amaranth.lib import fifo, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..proto import bbo, itch, registers
 from ..proto.registers import DROP_REASONS, LINES
 from .book.engine import BookEngine
+from .bypass_fifo import BypassFIFO
 from .csr.bank import CsrBank
 from .feed_line import FeedLine
 from .itch.decoder import ItchDecoder
@@ -29,7 +30,7 @@ from .stream import BOOK_OP, DATA_WIDTHS
 __all__ = ["FeedHandler", "build_id"]
 
 RECORD_BYTES = bbo.SIZE
-OP_FIFO_DEPTH = 8  # absorbs a REPLACE (4 book cycles) followed by short messages; see the throughput note
+OP_FIFO_DEPTH = 8  # absorbs the book's pauses (a REPLACE takes two of its cycles); free while empty
 
 
 def build_id() -> int:
@@ -190,16 +191,10 @@ class FeedHandler(wiring.Component):
         ]
 
         # The book, behind a small FIFO of operations.
-        ops = m.submodules.ops = fifo.SyncFIFOBuffered(width=BOOK_OP.size, depth=OP_FIFO_DEPTH)
+        ops = m.submodules.ops = BypassFIFO(BOOK_OP, OP_FIFO_DEPTH)
         book = m.submodules.book = BookEngine(**self.book_parameters)
-        m.d.comb += [
-            ops.w_data.eq(decoder.ops.payload.as_value()),
-            ops.w_en.eq(decoder.ops.valid),
-            decoder.ops.ready.eq(ops.w_rdy),
-            book.ops.payload.eq(ops.r_data),
-            book.ops.valid.eq(ops.r_rdy),
-            ops.r_en.eq(book.ops.ready),
-        ]
+        wiring.connect(m, decoder.ops, ops.i)
+        wiring.connect(m, ops.o, book.ops)
         m.d.comb += [
             book.timestamp.eq(clock),
             book.table_write.eq(command.instrument_write),

@@ -31,8 +31,7 @@ def simulate(width: int, messages: int, folder: Path) -> dict:
     if not pcap_path.exists():
         market.write_itch(itch_path, MARKET["symbols"], messages, MARKET["seed"])
         feed.write_feed_pcap(itch_path, pcap_path, **DENSE_FEED)
-    run = card_sim.run_card(pcap_path, config=card_sim.CardConfig(data_width=width), timing=True,
-                            out_root=folder / "sim")  # fmt: skip
+    run = card_sim.run_card(pcap_path, config=card_sim.CardConfig(data_width=width), timing=True)
     groups = [card_sim.line_group(x) for x in feed.DEFAULT_LINES]
     frames = [[f for _t, f in line] for line in latency.frames_by_line(pcap_path, groups)]
     first = latency.arrivals(frames, run.timing["beats"], width)

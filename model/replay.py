@@ -179,7 +179,7 @@ def _replay_sim(
     counters = run.report["counters"]
     digest = bbo.Digest()
     digest.update(records)
-    symbols = _symbols(path, framing) if kind == "itch" else {}
+    symbols = _symbols(path, framing)  # names for the summary, read from the same file by software
     return ReplaySummary(
         source=kind,
         framing="strict",

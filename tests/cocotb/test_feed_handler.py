@@ -8,6 +8,7 @@ back-pressure. Expected records come from model.replay of the same pcap.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -268,3 +269,20 @@ def test_soak_200k_messages(tmp_path):
     _assert_same_records(run.records, expected)
     _assert_type_counts(run.report["counters"], messages)
     assert run.report["stalled_cycles"] == 0
+
+
+@pytest.mark.parametrize("source", ["market.itch", "market.pcap"])
+def test_replay_engine_sim_prints_the_model_digest(small_market, source, capsys):
+    from wirebook.cli import main
+
+    path = small_market[0].with_name(source)
+    summaries = {}
+    for engine in ("model", "sim"):
+        assert main(["replay", str(path), "--engine", engine, "--json"]) == 0
+        summaries[engine] = json.loads(capsys.readouterr().out)
+    model, sim = summaries["model"], summaries["sim"]
+    assert sim["bbo_sha256"] == model["bbo_sha256"]
+    assert sim["bbo_updates"] == model["bbo_updates"] == len(small_market[1])
+    assert sim["messages"] == model["messages"]
+    for name, top in sim["final_bbo"].items():
+        assert model["final_bbo"][name] == top
