@@ -33,14 +33,19 @@ RECORD_BYTES = bbo.SIZE
 OP_FIFO_DEPTH = 8  # absorbs the book's pauses (a REPLACE takes two of its cycles); free while empty
 
 
-def build_id() -> int:
-    """32 bits of the SHA-256 of the gateware and wire-format sources: the build the card reports."""
+def source_digest() -> str:
+    """SHA-256 (hex) of the gateware and wire-format sources (hdl/ and proto/): what the core is built from."""
     h = hashlib.sha256()
     for root in (Path(__file__).resolve().parent, Path(registers.__file__).resolve().parent):
         for path in sorted(root.rglob("*.py")):
             h.update(path.relative_to(root).as_posix().encode())
             h.update(path.read_bytes())
-    return int.from_bytes(h.digest()[:4], "big")
+    return h.hexdigest()
+
+
+def build_id() -> int:
+    """32 bits of `source_digest`: the build the card reports in its `build_id` register."""
+    return int(source_digest()[:8], 16)
 
 
 def _axis_members(prefix: str, width: int, flow) -> dict:

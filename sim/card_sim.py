@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..proto import bbo, itch_file, pcap
+from ..proto import bbo, itch, itch_file, pcap
 from . import feed
 from .latency import frames_by_line
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # the repository (editable install) or site-packages/wirebook
 TOPLEVEL = "feed_handler"
 BENCH_MODULE = "wirebook.sim.benches.feed_handler"
 
@@ -46,32 +45,23 @@ class CardRun:
     timing: dict = field(default_factory=dict)  # beats: (cycle, line, last); records: cycle of each record
 
 
-def _source_digest() -> str:
-    from .. import hdl, proto
-
-    h = hashlib.sha256()
-    for package in (hdl, proto):
-        root = Path(package.__file__).parent
-        for path in sorted(root.rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
-
-
 def build_dir(config: CardConfig, root: str | os.PathLike = "out/sim") -> Path:
-    key = hashlib.sha256(json.dumps([config.parameters(), config.simulator, _source_digest()]).encode())
+    from ..hdl.feed_handler import source_digest
+
+    key = hashlib.sha256(json.dumps([config.parameters(), config.simulator, source_digest()]).encode())
     return Path(root) / f"{config.simulator}-w{config.data_width}-{key.hexdigest()[:12]}"
 
 
 def feed_locates(pcap_path: str | os.PathLike) -> list[int]:
-    """Every stock locate in a feed pcap, ascending (the instruments a replay subscribes)."""
+    """Every instrument's stock locate in a feed pcap, ascending (what a replay subscribes); locate 0 is
+    not an instrument (system-wide messages such as S carry it)."""
     seen: set[int] = set()
     reader = feed.read_feed_pcap(pcap_path)
     for _sequence, blob in reader.iter_runs():
         buffer = np.frombuffer(blob, dtype=np.uint8)
         offsets, _types, _ = itch_file.frame(buffer)
-        locates = (buffer[offsets + 1].astype(np.int64) << 8) | buffer[offsets + 2]
-        seen.update(np.unique(locates).tolist())
+        seen.update(np.unique(itch.decode_headers(buffer, offsets)["stock_locate"]).tolist())
+    seen.discard(0)
     return sorted(seen)
 
 

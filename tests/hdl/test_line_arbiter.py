@@ -3,8 +3,9 @@
 Each scenario drives the two lines as packets of messages (different packetisation per line when it says
 so), optionally with control strobes between phases. A monitor samples both inputs, the output and the
 controls every cycle and replays what the arbiter took through `Policy`, a plain reference written from
-the policy: every cycle it checks which line should have been taken (lower sequence first, tie A; a
-duplicate even while the output is stalled), and afterwards the passed messages, the duplicate and gap
+the policy: every cycle it checks which lines should have been taken (every duplicate head, even while
+the output is stalled; of the new heads the lower sequence, tie A, with the other line's copy of the same
+sequence), and afterwards the passed messages, the duplicate and gap
 strobes (with gap_first / gap_count), the 1-cycle latency and the final status must match it. Scenarios
 whose outcome does not depend on timing (both lines carry the same set of sequences) are also checked
 against their absolute result.
@@ -57,7 +58,7 @@ class Policy:
 
 
 def pick(offers: list[int | None]) -> int | None:
-    """The line examined when `offers` (sequence or None per line) are on the inputs: lower sequence, tie A."""
+    """The line that passes when `offers` (new sequences, or None, per line) are on the inputs: lower, tie A."""
     if offers[A] is None:
         return None if offers[B] is None else B
     if offers[B] is None:
