@@ -21,10 +21,12 @@ def main() -> int:
     p.add_argument("--messages", type=int, default=20_000)
     p.add_argument("--widths", default="8,32,64")
     p.add_argument("--no-synthesis", action="store_true")
+    p.add_argument("--no-route", action="store_true", help="Fmax from nextpnr's estimate after placement")
     args = p.parse_args()
     widths = [int(w) for w in args.widths.split(",")]
-    report = measure.gateware(widths, messages=args.messages, synthesis=not args.no_synthesis, progress=print)
-    command = ".venv/bin/python bench/bench_gateware.py"
+    report = measure.gateware(widths, messages=args.messages, synthesis=not args.no_synthesis,
+                              route=not args.no_route, progress=print)  # fmt: skip
+    command = ".venv/bin/python bench/bench_gateware.py" + (" --no-route" if args.no_route else "")
     text = "\n".join([
         "# Gateware: latency, line rate, resources",
         "",

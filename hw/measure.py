@@ -50,7 +50,7 @@ def simulate(width: int, messages: int, folder: Path) -> dict:
     }
 
 
-def synthesize(folder: Path, progress: Callable[[str], None] | None) -> dict:
+def synthesize(folder: Path, progress: Callable[[str], None] | None, *, route: bool = True) -> dict:
     from ..hdl.feed_handler import write_verilog
     from . import synthesis
 
@@ -58,19 +58,25 @@ def synthesize(folder: Path, progress: Callable[[str], None] | None) -> dict:
     verilog = write_verilog(folder / "feed_handler.v", data_width=64)
     say("yosys synth_ecp5 (several minutes) ...")
     ecp5 = synthesis.synth_ecp5(verilog, "feed_handler", folder / "ecp5")
-    say("nextpnr-ecp5 LFE5U-85F ...")
-    timing = synthesis.place_route_ecp5(ecp5.netlist, folder / "ecp5", freq_mhz=TARGET_MHZ)
+    say(f"nextpnr-ecp5 LFE5U-85F ({'place and route' if route else 'placement only'}) ...")
+    timing = synthesis.place_route_ecp5(ecp5.netlist, folder / "ecp5", freq_mhz=TARGET_MHZ, route=route)
     say("yosys synth_xilinx xc7 ...")
     xilinx = synthesis.synth_xilinx(verilog, "feed_handler", folder / "xc7")
     return {
         "ecp5": {"device": "LFE5U-85F", "luts": ecp5.luts, "ffs": ecp5.ffs, "ebr": ecp5.ebr, "dsp": ecp5.dsp,
-                 "fmax_mhz": timing.fmax_mhz, "target_mhz": TARGET_MHZ, "timing_met": timing.met},
+                 "fmax_mhz": timing.fmax_mhz, "routed": timing.routed, "target_mhz": TARGET_MHZ,
+                 "timing_met": timing.met},
         "xc7z020": xilinx["summary"],
     }  # fmt: skip
 
 
 def gateware(
-    widths: list[int], *, messages: int = 20_000, synthesis: bool = True, progress: Callable[[str], None] | None = None
+    widths: list[int],
+    *,
+    messages: int = 20_000,
+    synthesis: bool = True,
+    route: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
     say = progress or (lambda _text: None)
     report: dict = {"market": {**MARKET, "messages": messages, **DENSE_FEED}, "widths": {}}
@@ -80,7 +86,7 @@ def gateware(
             say(f"simulating the core at {width} bits ...")
             report["widths"][str(width)] = simulate(width, messages, folder)
         if synthesis:
-            report |= synthesize(folder, progress)
+            report |= synthesize(folder, progress, route=route)
     return report
 
 
@@ -97,8 +103,9 @@ def markdown(report: dict) -> str:
                      f"{r['messages_per_cycle']} | {rate} |")  # fmt: skip
     if "ecp5" in report:
         e, x = report["ecp5"], report["xc7z020"]
+        how = "routed" if e["routed"] else "nextpnr's estimate after placement, not routed"
         lines += ["", f"ECP5 {e['device']}: {e['luts']} LUT4, {e['ffs']} FF, {e['ebr']} EBR, {e['dsp']} DSP; "
-                  f"Fmax {e['fmax_mhz']} MHz (target {e['target_mhz']}, met: {e['timing_met']})",
+                  f"Fmax {e['fmax_mhz']} MHz ({how}; target {e['target_mhz']}, met: {e['timing_met']})",
                   "xc7z020 (synth_xilinx): " + ", ".join(f"{k} {v}" for k, v in x.items())]  # fmt: skip
     return "\n".join(lines)
 

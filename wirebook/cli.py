@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--widths", default="8,32,64", help="data widths to measure (default 8,32,64)")
     bg.add_argument("--messages", type=int, default=20_000, help="messages of the simulated market (default 20000)")
     bg.add_argument("--no-synthesis", action="store_true", help="skip yosys / nextpnr (simulation numbers only)")
+    bg.add_argument("--no-route", action="store_true", help="Fmax from nextpnr's estimate after placement")
     bg.add_argument("--json", action="store_true", help="print one JSON object")
     bg.set_defaults(func=_cmd_bench_gateware)
     return p
@@ -182,7 +183,7 @@ def _cmd_bench_gateware(args: argparse.Namespace) -> int:
 
     widths = [int(w) for w in args.widths.split(",") if w]
     report = measure.gateware(widths, messages=args.messages, synthesis=not args.no_synthesis,
-                              progress=None if args.json else print)  # fmt: skip
+                              route=not args.no_route, progress=None if args.json else print)  # fmt: skip
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:
