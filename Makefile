@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python bench/bench_model.py
 	$(BIN)/python bench/bench_decode.py
 	$(BIN)/python bench/bench_gateware.py
+	$(BIN)/python bench/bench_components.py
 
 # Re-pin every Python package after a dependency change in pyproject.toml.
 lock: install
