@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from amaranth.hdl import Const, Module, Mux, Signal, unsigned
@@ -229,9 +230,13 @@ class FeedHandler(wiring.Component):
 
 
 def write_verilog(path: str | Path, *, name: str = "feed_handler", **parameters) -> Path:
+    """Write the core with `parameters` as Verilog (top module `name`); the file is replaced atomically, so
+    a concurrent reader (another simulator build) sees the old file or the new one."""
     from amaranth.back import verilog
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(verilog.convert(FeedHandler(**parameters), name=name, emit_src=False))
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(verilog.convert(FeedHandler(**parameters), name=name, emit_src=False))
+    os.replace(partial, path)
     return path

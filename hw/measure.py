@@ -22,7 +22,6 @@ from ..sim import card_sim, feed, latency, market
 
 TARGET_MHZ = 156.25  # 10GBASE-R's 64-bit datapath clock
 LINE_CLOCK_MHZ = {8: 125.0, 32: 312.5, 64: 156.25}  # the clock at which the width carries its line: 1G, 10G, 10G
-DENSE_FEED = {"packet_span_ns": 5_000_000, "heartbeat_interval_ns": 60_000_000_000}
 MARKET = {"symbols": 20, "seed": 1}
 
 
@@ -30,7 +29,7 @@ def simulate(width: int, messages: int, folder: Path) -> dict:
     itch_path, pcap_path = folder / "market.itch", folder / "market.pcap"
     if not pcap_path.exists():
         market.write_itch(itch_path, MARKET["symbols"], messages, MARKET["seed"])
-        feed.write_feed_pcap(itch_path, pcap_path, **DENSE_FEED)
+        feed.write_feed_pcap(itch_path, pcap_path, **feed.DENSE_FEED)
     run = card_sim.run_card(pcap_path, config=card_sim.CardConfig(data_width=width), timing=True)
     groups = [card_sim.line_group(x) for x in feed.DEFAULT_LINES]
     frames = [[f for _t, f in line] for line in latency.frames_by_line(pcap_path, groups)]
@@ -79,7 +78,7 @@ def gateware(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     say = progress or (lambda _text: None)
-    report: dict = {"market": {**MARKET, "messages": messages, **DENSE_FEED}, "widths": {}}
+    report: dict = {"market": {**MARKET, "messages": messages, **feed.DENSE_FEED}, "widths": {}}
     with tempfile.TemporaryDirectory(prefix="wirebook-bench-") as scratch:
         folder = Path(scratch)
         for width in widths:

@@ -18,7 +18,6 @@ from ..proto import bbo, itch, itch_file, pcap
 from .book import BookModel
 
 ENGINES = ("model", "sim")
-SIM_FEED = {"packet_span_ns": 5_000_000, "heartbeat_interval_ns": 60_000_000_000}  # ITCH file -> feed pcap
 
 
 @dataclass
@@ -171,7 +170,7 @@ def _replay_sim(
             if (detect_framing(path) if framing == "auto" else framing) != "strict":
                 raise ValueError(f"{path}: the sim engine publishes strictly framed ITCH files only")
             pcap_path = Path(folder) / "feed.pcap"
-            feed.write_feed_pcap(path, pcap_path, **SIM_FEED)
+            feed.write_feed_pcap(path, pcap_path, **feed.DENSE_FEED)
         run = card_sim.run_card(pcap_path)
     records = run.records
     if on_records is not None:

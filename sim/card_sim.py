@@ -114,8 +114,8 @@ def run_card_lines(
     out_root: str | os.PathLike = "out/sim",
 ) -> CardRun:
     """Play one pcap per line (any frames: the card filters them) through the simulated card."""
-    from ..hdl.feed_handler import FeedHandler
-    from .cocotb_runner import run, write_verilog
+    from ..hdl.feed_handler import write_verilog
+    from .cocotb_runner import run
 
     config = config or CardConfig()
     if len(locates) > config.n_instruments:
@@ -126,7 +126,7 @@ def run_card_lines(
     where = build_dir(config, out_root)
     verilog_path = where / f"{TOPLEVEL}.v"
     if not verilog_path.exists():  # the folder's key covers the parameters and every gateware source
-        write_verilog(FeedHandler(**config.parameters()), verilog_path, TOPLEVEL)
+        write_verilog(verilog_path, name=TOPLEVEL, **config.parameters())
     out = Path(tempfile.mkdtemp(prefix="run-", dir=where))
     plan = {
         "lines": [str(Path(p).resolve()) for p in line_pcaps],

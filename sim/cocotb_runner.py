@@ -14,8 +14,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.back import verilog
-
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")  # Amaranth's Verilog carries no `timescale
 
@@ -55,18 +53,6 @@ def simulator_env(simulator: str) -> None:
             raise RuntimeError("icarus simulation needs iverilog (Debian package iverilog)")
     else:
         raise ValueError(f"simulator must be one of {SIMULATORS}, got {simulator!r}")
-
-
-def write_verilog(component, path: str | os.PathLike, name: str) -> Path:
-    """Convert an Amaranth component to Verilog with top module `name`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(component, name=name, emit_src=False)
-    if not path.exists() or path.read_text() != text:  # keep the mtime: the simulator build is cached on it
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(text)
-        os.replace(partial, path)  # atomic: a concurrent reader sees the old file or the new one
-    return path
 
 
 def run(

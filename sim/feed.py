@@ -87,6 +87,8 @@ DEFAULT_HEARTBEAT_INTERVAL_NS = 1_000_000_000
 DEFAULT_JITTER_NS = 2_000
 END_OF_SESSION_DELAY_NS = 1_000_000
 DEFAULT_GAP_TIMEOUT_NS = 10_000_000
+DENSE_FEED = {"packet_span_ns": 5_000_000, "heartbeat_interval_ns": 60_000_000_000}
+"""write_feed_pcap options for simulation runs: packets as full as max_payload allows, few heartbeats."""
 
 _LENGTHS = itch.LENGTH_BY_TYPE_BYTE.astype(np.int64)
 _MOLD_COUNT = moldudp64.HEADER.by_name["message_count"]

@@ -22,13 +22,11 @@ from wirebook.sim.card_sim import CardConfig, feed_locates, run_card, run_card_l
 
 pytestmark = pytest.mark.cocotb
 
-DENSE = {"packet_span_ns": 5_000_000, "heartbeat_interval_ns": 60_000_000_000}  # full packets, few heartbeats
-
 
 def _market(folder: Path, symbols: int, messages: int, seed: int, **feed_options) -> Path:
     itch_path, pcap_path = folder / "market.itch", folder / "market.pcap"
     market.write_itch(itch_path, symbols, messages, seed)
-    feed.write_feed_pcap(itch_path, pcap_path, **(DENSE | feed_options))
+    feed.write_feed_pcap(itch_path, pcap_path, **(feed.DENSE_FEED | feed_options))
     return pcap_path
 
 
@@ -85,7 +83,7 @@ def test_line_b_fills_what_line_a_lost_and_gaps_are_reported(tmp_path):
     equal delay and A's copy had been corrupted."""
     itch_path, pcap_path = tmp_path / "m.itch", tmp_path / "m.pcap"
     market.write_itch(itch_path, 8, 3000, 5)
-    feed.write_feed_pcap(itch_path, pcap_path, **DENSE)
+    feed.write_feed_pcap(itch_path, pcap_path, **feed.DENSE_FEED)
     line_a, line_b = split_lines(pcap_path, feed.DEFAULT_LINES, tmp_path)
     packets = _mold_packets(pcap_path, feed.LINE_A)
     lost_on_a, lost_on_both = {packets[n][0] for n in (2, 3, 9)}, packets[6]
@@ -253,7 +251,7 @@ def _shortest_messages_itch(path: Path, orders: int) -> None:
 def test_line_rate_holds_on_the_shortest_messages(data_width, tmp_path):
     itch_path, pcap_path = tmp_path / "short.itch", tmp_path / "short.pcap"
     _shortest_messages_itch(itch_path, orders=300)
-    feed.write_feed_pcap(itch_path, pcap_path, **DENSE)
+    feed.write_feed_pcap(itch_path, pcap_path, **feed.DENSE_FEED)
     expected, messages = _golden(pcap_path)
     run = run_card(pcap_path, config=CardConfig(data_width=data_width))
     _assert_same_records(run.records, expected)
