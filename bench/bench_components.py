@@ -1,45 +1,73 @@
-"""ECP5 resources and Fmax estimate of the core's big blocks alone, to show where timing is lost.
+"""ECP5 resources and Fmax of the core's blocks alone, to show where timing is lost.
 
-Each block is synthesized with yosys synth_ecp5 and placed (not routed) by nextpnr-ecp5 on an LFE5U-85F
-out of context; the Fmax is nextpnr's estimate after placement. Run: .venv/bin/python bench/bench_components.py
+Each block is synthesized with yosys synth_ecp5 and placed by nextpnr-ecp5 on an LFE5U-85F out of context.
+Blocks that route in minutes are routed (router2) and their worst path is named; the book is only placed,
+and its Fmax is nextpnr's estimate after placement.
+
+Run: .venv/bin/python bench/bench_components.py (records bench/results/gateware_components.md);
+`--only LABEL ...` measures some blocks and only prints them.
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from amaranth.back import verilog
+from amaranth.lib import wiring
 from common import record
 
 from wirebook.hdl.book.engine import BookEngine
 from wirebook.hdl.csr.bank import CsrBank
 from wirebook.hdl.feed_line import FeedLine
+from wirebook.hdl.itch.decoder import ItchDecoder
+from wirebook.hdl.mold.arbiter import LineArbiter
 from wirebook.hw import synthesis
 
-BLOCKS = {
-    "FeedLine(64)": lambda: FeedLine(64, line=0),
-    "BookEngine()": lambda: BookEngine(),
-    "CsrBank()": lambda: CsrBank(),
+# label -> (the block, route it)
+BLOCKS: dict[str, tuple[Callable[[], wiring.Component], bool]] = {
+    "FeedLine(64)": (lambda: FeedLine(64, line=0), True),
+    "LineArbiter()": (lambda: LineArbiter(), True),
+    "ItchDecoder()": (lambda: ItchDecoder(), True),
+    "BookEngine()": (lambda: BookEngine(), False),
+    "CsrBank()": (lambda: CsrBank(), True),
 }
 
 
+def signal_name(cell: str) -> str:
+    """The design signal a nextpnr cell is named after (`ops__payload_TRELLIS_FF_Q_7` -> `ops.payload`)."""
+    name = re.split(r"_(?:TRELLIS|LUT4|CCU2C|PFUMX|L6MUX21|DP16KD|PDPW16KD)|\$", cell, maxsplit=1)[0]
+    return name.replace("__", ".") or cell
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(BLOCKS), help="measure only these (printed, not recorded)")
+    args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="wirebook-blocks-") as scratch:
-        for label, make in BLOCKS.items():
-            folder = Path(scratch) / label.split("(")[0]
+        for label in args.only or BLOCKS:
+            make, route = BLOCKS[label]
+            folder = Path(scratch) / re.sub(r"\W", "", label)
             folder.mkdir()
             source = folder / "block.v"
             source.write_text(verilog.convert(make(), name="block", emit_src=False))
             used = synthesis.synth_ecp5(source, "block", folder)
-            timing = synthesis.place_route_ecp5(used.netlist, folder, route=False)
-            rows.append([label, str(used.luts), str(used.ffs), str(used.ebr), f"{timing.fmax_mhz.get('clk', 0):.1f}"])
+            timing = synthesis.place_route_ecp5(used.netlist, folder, route=route)
+            fmax = f"{timing.fmax_mhz.get('clk', 0):.1f}" + ("" if route else " (placement estimate)")
+            path = timing.critical_path
+            worst = f"{signal_name(path[0][1])} -> {signal_name(path[-1][1])}, {path[-1][0]:.1f} ns" if path else "-"
+            rows.append([label, str(used.luts), str(used.ffs), str(used.ebr), fmax, worst])
             print(rows[-1], flush=True)
-    print(record("gateware_components", "Gateware blocks alone: ECP5 resources and Fmax estimate",
+    if args.only:
+        return 0
+    print(record("gateware_components", "Gateware blocks alone: ECP5 resources and Fmax",
                  ".venv/bin/python bench/bench_components.py",
-                 ["block", "LUT4 (carry cells as 2)", "FF", "EBR", "Fmax estimate after placement (MHz)"], rows,
-                 "LFE5U-85F, out of context, nextpnr-ecp5 --no-route. Target: 156.25 MHz."))  # fmt: skip
+                 ["block", "LUT4 (carry cells as 2)", "FF", "EBR", "Fmax (MHz)", "worst path"], rows,
+                 "LFE5U-85F, out of context, nextpnr-ecp5 (router2). Target: 156.25 MHz (6.4 ns)."))  # fmt: skip
     return 0
 
 

@@ -1,8 +1,8 @@
 """The card's core: two feed lines of Ethernet frames in, BBO update records out, CSRs on AXI4-Lite.
 
-    s_axis_a ─ FeedLine(A) ─┐
-                             ├─ LineArbiter ─ ItchDecoder ─ BypassFIFO ─ BookEngine ─ m_axis_bbo
-    s_axis_b ─ FeedLine(B) ─┘
+    s_axis_a ─ FeedLine(A) ─ ItchDecoder ─┐
+                                           ├─ LineArbiter ─ BypassFIFO ─ BookEngine ─ m_axis_bbo
+    s_axis_b ─ FeedLine(B) ─ ItchDecoder ─┘
     s_axil ─ CsrBank (proto.registers): configuration, commands, status, counters
 
 `wirebook hdl verilog -o feed_handler.v` writes the Verilog (`write_verilog`).
@@ -26,7 +26,7 @@ from .csr.bank import CsrBank
 from .feed_line import FeedLine
 from .itch.decoder import ItchDecoder
 from .mold.arbiter import LineArbiter
-from .stream import BOOK_OP, DATA_WIDTHS
+from .stream import BOOK_OP, DATA_WIDTHS, DECODED
 
 __all__ = ["FeedHandler", "build_id"]
 
@@ -66,9 +66,10 @@ class FeedHandler(wiring.Component):
 
     Accepts: on `s_axis_a` / `s_axis_b` Ethernet frames without FCS, `data_width` bits a beat (first byte
     in the lowest lane; every beat full but the last). Frames are filtered, parsed and framed per line
-    (FeedLine: MAC, VLAN, IPv4, UDP, MoldUDP64), the lines merged by sequence number (LineArbiter: the
-    first arrival wins, gaps and duplicates counted), decoded (ItchDecoder) and applied to the book of
-    the subscribed instruments (BookEngine).
+    (FeedLine: MAC, VLAN, IPv4, UDP, MoldUDP64), each line's messages decoded on their way into the
+    arbiter (ItchDecoder, combinational), the lines merged by sequence number (LineArbiter: the first
+    arrival wins, gaps and duplicates counted), and the book operations applied to the book of the
+    subscribed instruments (BookEngine). Messages are counted by type as they leave the arbiter.
     Emits: on `m_axis_bbo` one 512-bit beat (tlast set, all tkeep) per BBO update record
     (proto.bbo.RECORD, byte k at bits 8k..8k+7) whenever an instrument's top of book or flags change; the
     record carries the MoldUDP64 sequence of the causing message and the card clock (`clock` register,
@@ -128,7 +129,7 @@ class FeedHandler(wiring.Component):
         m.d.comb += status.clock.eq(clock)
 
         # Feed lines.
-        arbiter = m.submodules.arbiter = LineArbiter()
+        arbiter = m.submodules.arbiter = LineArbiter(DECODED)
         end_of_session_seen = Signal()
         for index, name in enumerate(LINES):
             line = FeedLine(self.data_width, line=index, n_groups=registers.N_GROUPS)
@@ -150,7 +151,13 @@ class FeedHandler(wiring.Component):
                 entry, source = line.groups[g], config.group[g]
                 m.d.comb += [entry.valid.eq(source.valid), entry.address.eq(source.address),
                              entry.port.eq(source.port)]  # fmt: skip
-            wiring.connect(m, line.messages, arbiter.lines[index])
+            decoder = m.submodules[f"decoder_{name.lower()}"] = ItchDecoder()
+            m.d.comb += [
+                decoder.message.eq(line.messages.payload),
+                arbiter.lines[index].payload.eq(decoder.decoded),
+                arbiter.lines[index].valid.eq(line.messages.valid),
+                line.messages.ready.eq(arbiter.lines[index].ready),
+            ]
             m.d.comb += [
                 counter[f"frames{suffix}"].eq(line.frame_seen),
                 counter[f"packets_accepted{suffix}"].eq(line.packet_accepted),
@@ -182,24 +189,33 @@ class FeedHandler(wiring.Component):
             counter.missing_messages.eq(Mux(arbiter.gap, arbiter.gap_count, 0)),  # an amount per gap
         ]
 
-        # ITCH decoding.
-        decoder = m.submodules.decoder = ItchDecoder()
-        wiring.connect(m, arbiter.messages, decoder.messages)
-        for index, _ in enumerate(itch.TYPES):
-            m.d.comb += counter.messages_by_type[index].eq(decoder.counted & (decoder.type_index == index))
+        # What the arbiter passes: book operations to the book, every message counted and read for status.
+        passed = arbiter.messages
+        ops = m.submodules.ops = BypassFIFO(BOOK_OP, OP_FIFO_DEPTH)
+        taken = passed.valid & passed.ready
+        decoded = passed.payload
         m.d.comb += [
-            counter.unknown_type.eq(decoder.unknown_type),
-            counter.bad_length.eq(decoder.bad_length),
-            counter.bad_field.eq(decoder.bad_field),
-            status.last_system_event.eq(decoder.event_code),
-            status.last_directory_locate.eq(decoder.directory_locate),
-            status.last_directory_stock.eq(decoder.directory_stock),
+            ops.i.payload.eq(decoded.op),
+            ops.i.valid.eq(passed.valid & decoded.book),
+            passed.ready.eq(~decoded.book | ops.i.ready),
         ]
+        for index, _ in enumerate(itch.TYPES):
+            m.d.comb += counter.messages_by_type[index].eq(taken & decoded.counted & (decoded.type_index == index))
+        m.d.comb += [
+            counter.unknown_type.eq(taken & decoded.unknown_type),
+            counter.bad_length.eq(taken & decoded.bad_length),
+            counter.bad_field.eq(taken & decoded.bad_field),
+        ]
+        with m.If(taken & decoded.system_event):
+            m.d.sync += status.last_system_event.eq(decoded.event_code)
+        with m.If(taken & decoded.directory):
+            m.d.sync += [
+                status.last_directory_locate.eq(decoded.directory_locate),
+                status.last_directory_stock.eq(decoded.directory_stock),
+            ]
 
         # The book, behind a small FIFO of operations.
-        ops = m.submodules.ops = BypassFIFO(BOOK_OP, OP_FIFO_DEPTH)
         book = m.submodules.book = BookEngine(**self.book_parameters)
-        wiring.connect(m, decoder.ops, ops.i)
         wiring.connect(m, ops.o, book.ops)
         m.d.comb += [
             book.timestamp.eq(clock),

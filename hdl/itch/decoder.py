@@ -8,13 +8,13 @@ same for the messages that only update status outputs (S, R). Offsets and widths
 from dataclasses import dataclass, field
 
 from amaranth.hdl import Const, Module, Mux, Value
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ...proto import itch
 from ...proto.fields import Layout
 from ..fields import value
-from ..stream import BOOK_OP, MESSAGE, BookOpKind
+from ..stream import BOOK_OP, DECODED, MESSAGE, BookOpKind
 
 __all__ = ["BOOK_OPS", "STATUS", "BookMapping", "ItchDecoder", "Letter", "NotLetter"]
 
@@ -87,7 +87,7 @@ STATUS: dict[str, tuple[str, dict[str, str]]] = {
     "S": ("system_event", {"event_code": "event_code"}),
     "R": ("directory", {"directory_locate": "stock_locate", "directory_stock": "stock"}),
 }
-"""Status message type -> (the strobe it raises, {latched output: ITCH field})."""
+"""Status message type -> (the DECODED flag it sets, {DECODED field: ITCH field})."""
 
 # Every op carries these, read from the header every message shares.
 _HEADER_FIELDS = {"cause": "message_type", "locate": "stock_locate", "timestamp": "timestamp"}
@@ -114,46 +114,40 @@ _check_tables()
 
 
 class ItchDecoder(wiring.Component):
-    """Decode one ITCH 5.0 message a transfer into at most one book operation.
+    """Decode one ITCH 5.0 message into a DECODED record: the book operation it makes and its status.
 
-    Accepts MESSAGE (the type letter in byte 0, ``length`` the message's length). A message whose type
-    and length are right is counted: ``counted`` strobes with ``type_index`` (its index in
-    ``proto.itch.TYPES``). Then, by ``BOOK_OPS``, A F E C X D U H each emit one BOOK_OP on ``ops`` with
-    kind, cause (the type letter), locate, sequence and timestamp, plus the mapped fields (others zero);
-    S strobes ``system_event`` and latches ``event_code``; R strobes ``directory`` and latches
-    ``directory_locate`` and ``directory_stock`` (ALPHA, first character in the lowest byte, as
-    ``hdl.fields.value`` returns it); every other type is counted and emits nothing.
+    Combinational: `decoded` follows `message` (MESSAGE: the type letter in byte 0, `length` the message's
+    length) in the same cycle, so the feed handler decodes each line's message on its way into the line
+    arbiter's head register instead of spending a stage on it (hdl.mold.arbiter).
 
-    Bad input is dropped, never emitted, and strobes one of: ``unknown_type`` (the letter is not an
-    ITCH 5.0 type; not counted), ``bad_length`` (``length`` is not the type's table length; not counted),
-    ``bad_field`` (an A or F whose buy/sell indicator is neither B nor S; counted, as its type and length
-    are right).
+    A message whose type and length are right is `counted` under `type_index` (its index in
+    ``proto.itch.TYPES``). Then, by ``BOOK_OPS``, A F E C X D U H make one BOOK_OP (`book` set, `op` with
+    kind, cause (the type letter), locate, sequence and timestamp, plus the mapped fields; others zero);
+    S sets `system_event` with `event_code`; R sets `directory` with `directory_locate` and
+    `directory_stock` (ALPHA, first character in the lowest byte, as ``hdl.fields.value`` returns it);
+    every other type is only counted. `sequence` and `line` are the message's.
 
-    Latency: 1 cycle (``ops`` and every status output are registered; the strobes of a message rise in the
-    cycle its op is first valid). Throughput: one message a cycle. Back-pressure: ``messages.ready`` is
-    ``ops.ready`` or an empty output register, whatever the message's type, so a stalled ``ops`` stalls
-    ``messages``.
+    Bad input makes no op and sets one of: `unknown_type` (the letter is not an ITCH 5.0 type; not
+    counted), `bad_length` (`length` is not the type's table length; not counted), `bad_field` (an A or F
+    whose buy/sell indicator is neither B nor S; counted, as its type and length are right).
+
+    Latency 0 (no register); depth: a type-letter compare, a length compare and a field select.
     """
 
-    messages: In(stream.Signature(MESSAGE))
-    ops: Out(stream.Signature(BOOK_OP))
-
-    counted: Out(1)
-    type_index: Out(range(len(itch.TYPES)))
-    unknown_type: Out(1)
-    bad_length: Out(1)
-    bad_field: Out(1)
-    system_event: Out(1)
-    event_code: Out(8)
-    directory: Out(1)
-    directory_locate: Out(16)
-    directory_stock: Out(64)
+    message: In(MESSAGE)
+    decoded: Out(DECODED)
 
     def elaborate(self, platform):
         m = Module()
-        message = self.messages.payload
+        message = self.message
         raw = message.data
-        op = self.ops.payload
+        out = self.decoded
+        op = out.op
+
+        m.d.comb += [out.sequence.eq(message.sequence), out.line.eq(message.line), op.sequence.eq(message.sequence)]
+        m.d.comb += [
+            getattr(op, name).eq(value(raw, itch.HEADER_LAYOUT, source)) for name, source in _HEADER_FIELDS.items()
+        ]
 
         def emit(mapping: BookMapping, layout: Layout) -> None:
             reads = {
@@ -163,37 +157,28 @@ class ItchDecoder(wiring.Component):
             ok = Const(1)
             for _, valid in reads.values():
                 ok = ok & valid
-            with m.If(ok):
-                m.d.sync += [self.ops.valid.eq(1), op.eq(0), op.kind.eq(mapping.kind), op.sequence.eq(message.sequence)]
-                m.d.sync += [
-                    getattr(op, name).eq(value(raw, layout, source)) for name, source in _HEADER_FIELDS.items()
-                ]
-                m.d.sync += [getattr(op, name).eq(result) for name, (result, _) in reads.items()]
-            with m.Else():
-                m.d.sync += self.bad_field.eq(1)
+            m.d.comb += [
+                op.kind.eq(mapping.kind),
+                out.book.eq(ok),
+                out.bad_field.eq(~ok),
+                *(getattr(op, name).eq(result) for name, (result, _) in reads.items()),
+            ]
 
-        def report(strobe: str, latches: dict[str, str], layout: Layout) -> None:
-            m.d.sync += getattr(self, strobe).eq(1)
-            m.d.sync += [getattr(self, name).eq(value(raw, layout, source)) for name, source in latches.items()]
+        def report(flag: str, latches: dict[str, str], layout: Layout) -> None:
+            m.d.comb += getattr(out, flag).eq(1)
+            m.d.comb += [getattr(out, name).eq(value(raw, layout, source)) for name, source in latches.items()]
 
-        m.d.comb += self.messages.ready.eq(~self.ops.valid | self.ops.ready)
-        with m.If(self.ops.ready):
-            m.d.sync += self.ops.valid.eq(0)
-        strobes = (self.counted, self.unknown_type, self.bad_length, self.bad_field, self.system_event, self.directory)
-        m.d.sync += [strobe.eq(0) for strobe in strobes]
-
-        take = self.messages.valid & self.messages.ready
-        with m.If(take), m.Switch(value(raw, itch.HEADER_LAYOUT, "message_type")):
+        with m.Switch(value(raw, itch.HEADER_LAYOUT, "message_type")):
             for index, (letter, layout) in enumerate(itch.MESSAGES.items()):
                 with m.Case(ord(letter)):
                     with m.If(message.length != layout.length):
-                        m.d.sync += self.bad_length.eq(1)
+                        m.d.comb += out.bad_length.eq(1)
                     with m.Else():
-                        m.d.sync += [self.counted.eq(1), self.type_index.eq(index)]
+                        m.d.comb += [out.counted.eq(1), out.type_index.eq(index)]
                         if letter in BOOK_OPS:
                             emit(BOOK_OPS[letter], layout)
                         elif letter in STATUS:
                             report(*STATUS[letter], layout)
             with m.Default():
-                m.d.sync += self.unknown_type.eq(1)
+                m.d.comb += out.unknown_type.eq(1)
         return m

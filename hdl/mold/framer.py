@@ -40,8 +40,9 @@ class MoldHeaderParser(wiring.Component):
 
     - `session_check`: the session is `session` (always passes while `check_session` is low);
     - `count_check`: a heartbeat (count 0) or end of session (count 0xFFFF) carries nothing after the header;
-    - `first_block` (start + 20), `first_sequence`, `blocks` (message blocks announced: the count, 0 for end
-      of session), `heartbeat`, `end_of_session`, `header` (the 20 bytes as HEADER).
+    - `blocks` (message blocks announced: the count, 0 for end of session), `heartbeat`, `end_of_session`,
+      `header` (the 20 bytes as HEADER); registered, 1 cycle after the bytes they come from:
+      `first_block` (start + 20; `start` is settled long before the header) and `first_sequence`.
 
     Latency 0; one beat a cycle. A frame that ends inside the header leaves its checks unresolved.
     """
@@ -78,12 +79,14 @@ class MoldHeaderParser(wiring.Component):
             self.heartbeat.eq(count == moldudp64.HEARTBEAT_COUNT),
             self.end_of_session.eq(count == moldudp64.END_OF_SESSION_COUNT),
             self.blocks.eq(Mux(self.end_of_session, 0, count)),
-            self.first_sequence.eq(value(raw, header, "sequence_number")),
-            self.first_block.eq(self.start + header.length),
             self.session_check.resolved.eq(capture.has()),
             self.session_check.failed.eq(self.check_session & (value(raw, header, "session") != self.session)),
             self.count_check.resolved.eq(capture.has()),
             self.count_check.failed.eq((self.heartbeat | self.end_of_session) & (self.payload_length != header.length)),
+        ]
+        m.d.sync += [  # read from the first message on, no sooner than the beat after the header's
+            self.first_block.eq(self.start + header.length),
+            self.first_sequence.eq(value(raw, header, "sequence_number")),
         ]
         return m
 
@@ -137,15 +140,17 @@ class MessageFramer(wiring.Component):
         m = Module()
         tap, out = self.tap, self.messages
 
-        started = Signal()  # block_at holds the current block (else it is the first one)
+        started = Signal()  # a block ended: block_at follows the blocks (else it copies first_block)
         finished = Signal()  # the packet is done with: ignore the rest of the frame
-        block_at = Signal(OFFSET_WIDTH)
+        # The current block's length field and message, as registers: `first_block` is settled several
+        # beats before the first block, so copying it costs nothing, and no adder sits before the muxes.
+        current = Signal(OFFSET_WIDTH)
+        body_at = Signal(OFFSET_WIDTH)
+        with m.If(~started):
+            m.d.sync += [current.eq(self.first_block), body_at.eq(self.first_block + BLOCK.length)]
         index = Signal(16)  # blocks emitted so far
         length_taken = Signal(wire_shape(BLOCK))  # bytes of the current block's length from earlier beats
         body_taken = Signal(8 * MESSAGE_BYTES)  # message bytes from earlier beats
-
-        current = Signal(OFFSET_WIDTH)
-        m.d.comb += current.eq(Mux(started, block_at, self.first_block))
 
         def block(name, at, n_before, taken=None):
             """What the offered beat tells about the block whose length field is at `at`."""
@@ -201,7 +206,12 @@ class MessageFramer(wiring.Component):
             with m.Elif(this.bad):
                 m.d.comb += [finish.eq(1), self.bad_length.eq(1)]
             with m.Elif(this.ends):
-                m.d.sync += [index.eq(index + 1), block_at.eq(this.after), started.eq(1)]
+                m.d.sync += [
+                    index.eq(index + 1),
+                    current.eq(this.after),
+                    body_at.eq(this.after + BLOCK.length),
+                    started.eq(1),
+                ]
                 with m.If(following.at_end):
                     m.d.comb += [finish.eq(1), self.truncated.eq(following.short)]
                 with m.Elif(following.bad):
@@ -225,7 +235,7 @@ class MessageFramer(wiring.Component):
                 with m.If(carried):
                     m.d.sync += body_taken[8 * k : 8 * k + 8].eq(byte)
 
-        body = bytes_at(m, tap, current + BLOCK.length, MESSAGE_BYTES)
+        body = bytes_at(m, tap, body_at, MESSAGE_BYTES)
         message = Cat(
             Mux(k < this.length, Mux(carried, byte, body_taken[8 * k : 8 * k + 8]), 0)
             for k, (carried, byte) in enumerate(body)

@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ...proto import net
 from ..fields import value, wire_shape
-from .header import CHECK, OFFSET_WIDTH, HeaderCapture, tap_layout
+from .header import CHECK, HeaderCapture, tap_layout
 
 __all__ = ["MULTICAST_PREFIX", "EthernetParser"]
 
@@ -27,8 +27,9 @@ class EthernetParser(wiring.Component):
       header);
     - `ethertype_check`: IPv4, or an 802.1Q tag whose inner ethertype is IPv4 (resolved with the 14-byte
       header, or the 18-byte one behind a tag);
-    - `payload_start`: where the IPv4 header starts (14, or 18 behind a tag), valid once `ethertype`
-      resolved; `header`: the 18 bytes at the frame's start (as ETHERNET_VLAN; ETHERNET reads its first 14).
+    - `tagged`: the outer ethertype is 802.1Q (the IPv4 header starts at 18, not 14), valid once the 14-byte
+      header arrived; `header`: the 18 bytes at the frame's start (as ETHERNET_VLAN; ETHERNET reads its
+      first 14).
 
     Latency 0 (every output is a function of the bytes taken and the offered beat); one beat a cycle.
     A frame shorter than the header leaves its checks unresolved.
@@ -43,7 +44,7 @@ class EthernetParser(wiring.Component):
                 "accept_multicast": In(1),
                 "mac_check": Out(CHECK),
                 "ethertype_check": Out(CHECK),
-                "payload_start": Out(OFFSET_WIDTH),
+                "tagged": Out(1),
                 "header": Out(wire_shape(net.ETHERNET_VLAN)),
             }
         )
@@ -69,6 +70,6 @@ class EthernetParser(wiring.Component):
                 capture.received >= Mux(tagged, net.ETHERNET_VLAN.length, net.ETHERNET.length)
             ),
             self.ethertype_check.failed.eq(Mux(tagged, inner, outer) != net.ETHERTYPE_IPV4),
-            self.payload_start.eq(Mux(tagged, net.ETHERNET_VLAN.length, net.ETHERNET.length)),
+            self.tagged.eq(tagged),
         ]
         return m

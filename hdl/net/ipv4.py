@@ -8,6 +8,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...proto import net
+from ...proto.fields import Kind, Layout
 from ..fields import value, wire_shape
 from .header import CHECK, OFFSET_WIDTH, HeaderCapture, tap_layout
 
@@ -28,10 +29,12 @@ def _bits(raw, bit_field: net.BitField):
 
 
 class Ipv4Parser(wiring.Component):
-    """The IPv4 header at frame position `start`, read from `proto.net.IPV4` and checked as it passes.
+    """The IPv4 header behind the Ethernet header, read from `proto.net.IPV4` and checked as it passes.
 
-    Accepts the tap, `start` (from the MAC layer) and `groups` (the line's destinations). Emits,
-    combinationally as the beats pass (resolved with the 20-byte header unless said otherwise):
+    Accepts the tap, `tagged` (from the MAC layer: the header starts at 18, else at 14) and `groups` (the
+    line's destinations). The header is captured from a fixed window of frame bytes 14..37 (both places it
+    can start), so nothing waits for the ethertype. Emits, combinationally as the beats pass (resolved with
+    the 20-byte header unless said otherwise):
 
     - `header_check`: version 4, IHL >= 5, total length >= IHL*4 + `min_payload` (room for the UDP header);
     - `checksum_check`: the ones' complement sum of all IHL*4 header bytes, options included, is 0xFFFF
@@ -39,8 +42,11 @@ class Ipv4Parser(wiring.Component):
     - `fragment_check`: not a fragment (more-fragments clear and fragment offset 0; DF is not looked at);
     - `protocol_check`: UDP (17);
     - `destination_check`: the destination address is a valid entry of `groups`; `group_hits` says which;
-    - `payload_start` (start + IHL*4), `payload_length` (total length - IHL*4), `payload_end` (start +
-      total length: later frame bytes are Ethernet padding), `header` (the 20 bytes as IPV4).
+    - `header` (the 20 bytes as IPV4).
+
+    Registered (1 cycle after the IHL / total length bytes are taken, long before the bytes they place):
+    `payload_start` (start + IHL*4), `payload_length` (total length - IHL*4), `payload_end` (start + total
+    length: later frame bytes are Ethernet padding).
 
     The checks only mean something in order, each after the ones before it passed (the IHL that places
     the options is only trusted once `header_check` passed). Latency 0; one beat a cycle. A frame that ends
@@ -54,7 +60,7 @@ class Ipv4Parser(wiring.Component):
         super().__init__(
             {
                 "tap": In(tap_layout(data_width)),
-                "start": In(OFFSET_WIDTH),
+                "tagged": In(1),
                 "groups": In(data.ArrayLayout(GROUP, n_groups)),
                 "header_check": Out(CHECK),
                 "checksum_check": Out(CHECK),
@@ -71,17 +77,22 @@ class Ipv4Parser(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        tap, start = self.tap, self.start
-        m.submodules.capture = capture = HeaderCapture(net.IPV4, self._data_width)
-        m.d.comb += [capture.tap.eq(tap), capture.start.eq(start), self.header.eq(capture.fields)]
-        raw = capture.fields
+        tap, tagged = self.tap, self.tagged
+        untagged_start, tag = net.ETHERNET.length, net.ETHERNET_VLAN.length - net.ETHERNET.length
+        window = Layout("ipv4_window", [("bytes", 0, net.IPV4.length + tag, Kind.PAD)])
+        m.submodules.capture = capture = HeaderCapture(window, self._data_width)
+        m.d.comb += [capture.tap.eq(tap), capture.start.eq(untagged_start)]
+        fields = capture.fields
+        raw = Signal(wire_shape(net.IPV4))
+        m.d.comb += [raw.eq(Mux(tagged, fields[8 * tag :], fields)), self.header.eq(raw)]
+        start = Mux(tagged, net.ETHERNET_VLAN.length, untagged_start)
 
         version_ihl = value(raw, net.IPV4, "version_ihl")
         version, ihl = _bits(version_ihl, net.IPV4_VERSION), _bits(version_ihl, net.IPV4_IHL)
         header_length = Signal(6)
         m.d.comb += header_length.eq(ihl * 4)
         total_length = value(raw, net.IPV4, "total_length")
-        complete = capture.has()
+        complete = capture.received >= net.IPV4.length + Mux(tagged, tag, 0)
         for check in (self.header_check, self.fragment_check, self.protocol_check, self.destination_check):
             m.d.comb += check.resolved.eq(complete)
         m.d.comb += self.header_check.failed.eq(
@@ -90,17 +101,28 @@ class Ipv4Parser(wiring.Component):
             | (total_length < header_length + self._min_payload)
         )
 
+        # Positions computed from the header, registered: they are read many bytes after the bytes they
+        # come from (the options end no sooner than 20 bytes after the IHL).
+        header_end = Signal(OFFSET_WIDTH)
+        m.d.sync += [
+            header_end.eq(start + header_length),
+            self.payload_length.eq(total_length - header_length),
+            self.payload_end.eq(start + total_length),
+        ]
+        m.d.comb += self.payload_start.eq(header_end)
+
         # The checksum covers the options, which the capture does not keep: sum every header byte as it
-        # passes (a byte at an even distance from `start` is the high byte of its 16-bit word).
+        # passes (IPv4 starts at an even position, so an even position is the high byte of its word).
+        # The first 20 bytes are summed whatever the IHL; `header_end` is settled before any byte past them.
         lanes = self._data_width // 8
-        header_end = Signal(OFFSET_WIDTH + 1)
-        m.d.comb += header_end.eq(start + header_length)
         beat_sum = 0
         for i in range(lanes):
             at = tap.offset + i
             byte = tap.data[8 * i : 8 * i + 8]
-            inside = (at >= start) & (at < header_end) & (at < tap.end)
-            high = ~(at[0] ^ start[0])
+            in_fixed = (at >= untagged_start) & ~(tagged & (at < untagged_start + tag))
+            before_end = Mux(tagged, at < untagged_start + tag + net.IPV4.length, at < untagged_start + net.IPV4.length)
+            inside = in_fixed & (before_end | (at < header_end)) & (at < tap.end)
+            high = ~at[0]
             beat_sum += Mux(inside, Mux(high, byte << 8, byte), 0)
         total = Signal(22)  # 30 words of at most 0xFFFF
         so_far = Signal(22)
@@ -130,8 +152,5 @@ class Ipv4Parser(wiring.Component):
                 Cat(self.groups[g].valid & (self.groups[g].address == destination) for g in range(self._n_groups))
             ),
             self.destination_check.failed.eq(~self.group_hits.any()),
-            self.payload_start.eq(header_end),
-            self.payload_length.eq(total_length - header_length),
-            self.payload_end.eq(start + total_length),
         ]
         return m

@@ -24,8 +24,10 @@ class UdpParser(wiring.Component):
     - `port_check`: the destination port is the port of an entry the destination address matched;
     - `length_check`: the UDP length equals the IPv4 payload length and leaves at least `min_payload` bytes of
       payload (the header of the protocol carried);
-    - `payload_start` (start + 8), `payload_length` (UDP length - 8), `header` (the 8 bytes as UDP).
+    - `header` (the 8 bytes as UDP); registered, 1 cycle after the bytes they come from: `payload_start`
+      (start + 8) and `payload_length` (UDP length - 8).
 
+    `start` and `ip_payload_length` must be settled by the beat carrying the header's first byte.
     The checksum is not verified (the MoldUDP64 sequence numbers catch what it would). Latency 0; one beat
     a cycle. A frame that ends inside the header leaves its checks unresolved.
     """
@@ -65,6 +67,8 @@ class UdpParser(wiring.Component):
             self.length_check.failed.eq(
                 (length != self.ip_payload_length) | (length < net.UDP.length + self._min_payload)
             ),
+        ]
+        m.d.sync += [
             self.payload_start.eq(self.start + net.UDP.length),
             self.payload_length.eq(length - net.UDP.length),
         ]

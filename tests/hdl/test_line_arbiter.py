@@ -2,13 +2,15 @@
 
 Each scenario drives the two lines as packets of messages (different packetisation per line when it says
 so), optionally with control strobes between phases. A monitor samples both inputs, the output and the
-controls every cycle and replays what the arbiter took through `Policy`, a plain reference written from
-the policy: every cycle it checks which lines should have been taken (every duplicate head, even while
-the output is stalled; of the new heads the lower sequence, tie A, with the other line's copy of the same
-sequence), and afterwards the passed messages, the duplicate and gap
-strobes (with gap_first / gap_count), the 1-cycle latency and the final status must match it. Scenarios
-whose outcome does not depend on timing (both lines carry the same set of sequences) are also checked
-against their absolute result.
+controls every cycle, keeps its own model of the arbiter's two head registers (a message taken by a line
+is its head from the next cycle) and applies `Policy`, a plain reference written from the policy, to
+them: every cycle it works out which heads are consumed (every duplicate head, even while the output is
+stalled; of the new heads the lower sequence, tie A, with the other line's copy of the same sequence;
+none in a control cycle or the cycle after) and checks each line's ready against it (empty or consumed
+head). Afterwards the passed messages, the duplicate and gap strobes (a gap with gap_first / gap_count, 2
+cycles after its head was consumed), the output a cycle after its head was consumed, and the final status
+must match the policy. Scenarios whose outcome does not depend on timing (both lines carry the same set
+of sequences) are also checked against their absolute result.
 """
 
 import random
@@ -72,10 +74,12 @@ def pick(offers: list[int | None]) -> int | None:
 @dataclass
 class Phase:
     """Packets (lists of sequence numbers) per line; `controls` are pulsed before the phase starts, once
-    every earlier message has been taken: "reset", ("set", value) or ("reset+set", value)."""
+    every earlier message has been judged (with `in_flight`: as soon as the lines took them, while the
+    last ones may still wait in the head registers): "reset", ("set", value) or ("reset+set", value)."""
 
     packets: tuple[list[list[int]], list[list[int]]]
     controls: list = field(default_factory=list)
+    in_flight: bool = False
     delay: tuple[int, int] = (0, 0)  # cycles before each line's first message
     packet_gap: tuple[int, int] = (2, 2)  # idle cycles between a line's packets
 
@@ -144,6 +148,16 @@ def scenarios() -> dict[str, Scenario]:
         "both_lossy": Scenario(
             [Phase((packetise(lose(everything, rng, 0.15), rng), packetise(lose(everything, rng, 0.15), rng)))]
         ),
+        # Controls while the last messages before them still wait in the heads: only the per-cycle policy
+        # check applies (which of them pass depends on timing).
+        "control_in_flight": Scenario(
+            [
+                Phase((packetise(list(range(1, 41)), rng), packetise(list(range(1, 41)), rng)), packet_gap=(0, 0)),
+                Phase(([list(range(20, 31))], [list(range(25, 36))]), [("set", 28)], in_flight=True),
+                Phase(([list(range(1, 11))], [list(range(1, 11))]), ["reset"], in_flight=True),
+                Phase(([list(range(5, 9))], [list(range(6, 9))]), [("reset+set", 7)], in_flight=True),
+            ]
+        ),
         "reset_and_set": Scenario(
             reset_phases,
             passed=[*range(1, 31), *range(1, 21), *range(100, 111), *range(305, 311), *range(1000, 1004), 9, 10, 11],
@@ -189,6 +203,8 @@ class TB:
         self.strobes: list[tuple[int, str, int, int]] = []  # (cycle, "duplicate" | "gap", first, count)
         self.errors: list[str] = []
         self.policy = Policy()  # the monitor's live copy, to check each cycle's arbitration
+        self.heads: list = [None, None]  # the monitor's model of the arbiter's head registers
+        self.stale = False  # a control strobe last cycle
         self.cycle = 0  # the monitor's count of clock edges
         offered = sum(len(packet) for phase in scenario.phases for packets in phase.packets for packet in packets)
         self.cycle_limit = 10 * offered / (1 - max(idle, backpressure)) + 500
@@ -229,8 +245,13 @@ class TB:
     async def control(self, ctx):
         dut = self.dut
         for p, phase in enumerate(self.scenario.phases):
-            if p:
-                await self.wait_for(ctx, lambda p=p: all(self.done[p - 1]))
+            if p:  # a phase's controls once the messages before them have left the head registers
+                await self.wait_for(
+                    ctx,
+                    lambda p=p, phase=phase: (
+                        all(self.done[p - 1]) and (phase.in_flight or all(h is None for h in self.heads))
+                    ),
+                )
             for c in phase.controls:
                 name, value = (c, 0) if isinstance(c, str) else c
                 ctx.set(dut.reset, name in ("reset", "reset+set"))
@@ -277,32 +298,39 @@ class TB:
                 self.strobes.append((self.cycle, "duplicate", 0, 0))
             if gap:
                 self.strobes.append((self.cycle, "gap", gap_first, gap_count))
-            payloads = (a_payload, b_payload)
-            taken = [bool(a_valid and a_ready), bool(b_valid and b_ready)]
-            # What the policy says this self.cycle's inputs should do.
-            should = [False, False]
+            # The arbiter judges the messages in its head registers: the model keeps them too, a message
+            # entering the head of its line the cycle after the input took it.
+            heads = self.heads
+            consumed = [False, False]
             if expected_set:
                 self.events.append((self.cycle, ("set", expected_value)))
                 self.policy.set(expected_value)
             elif reset:
                 self.events.append((self.cycle, ("reset",)))
                 self.policy.reset()
-            else:
-                valid = (a_valid, b_valid)
-                behind = [bool(valid[i]) and self.policy.is_duplicate(payloads[i].sequence) for i in (A, B)]
-                should = list(behind)
-                line = pick([payloads[i].sequence if valid[i] and not behind[i] else None for i in (A, B)])
+            elif not self.stale:  # the cycle after a control strobe, the heads are judged again: no decision
+                behind = [heads[i] is not None and self.policy.is_duplicate(heads[i].sequence) for i in (A, B)]
+                consumed = list(behind)
+                line = pick([heads[i].sequence if heads[i] is not None and not behind[i] else None for i in (A, B)])
                 if line is not None and (not o_valid or o_ready):
-                    should[line] = True
+                    consumed[line] = True
                     other = B if line == A else A
-                    if valid[other] and not behind[other]:
-                        should[other] = payloads[other].sequence == payloads[line].sequence
-            if taken != should:
-                self.errors.append(f"cycle {self.cycle}: took {taken}, the policy takes {should}")
+                    if heads[other] is not None and not behind[other]:
+                        consumed[other] = heads[other].sequence == heads[line].sequence
+            self.stale = bool(expected_set or reset)
+            ready = [heads[i] is None or consumed[i] for i in (A, B)]
+            if [bool(a_ready), bool(b_ready)] != ready:
+                self.errors.append(f"cycle {self.cycle}: ready {a_ready, b_ready}, the policy's heads say {ready}")
             for line in (A, B):
-                if taken[line]:
-                    self.policy.examine(payloads[line].sequence)
-                    self.events.append((self.cycle, ("take", line, payloads[line])))
+                if consumed[line]:
+                    self.policy.examine(heads[line].sequence)
+                    self.events.append((self.cycle, ("take", line, heads[line])))
+                    heads[line] = None
+            for line, (valid, ready_now, payload) in enumerate(
+                ((a_valid, a_ready, a_payload), (b_valid, b_ready, b_payload))
+            ):
+                if valid and ready_now:
+                    heads[line] = payload
             self.cycle += 1
 
 
@@ -321,8 +349,8 @@ def expected_outcome(events: list) -> dict:
             if verdict == "duplicate":
                 strobes.append((cycle + 1, "duplicate", 0, 0))
                 continue
-            if verdict == "gap":
-                strobes.append((cycle + 1, "gap", first, count))
+            if verdict == "gap":  # judged the cycle after the message is on the output
+                strobes.append((cycle + 2, "gap", first, count))
             passed.append((cycle, line, payload))
     return {"passed": passed, "strobes": strobes, "expected": policy.expected, "known": policy.known}
 
@@ -340,7 +368,7 @@ def test_line_arbiter(name, flow):
     want = [(int(p.sequence), line, int(p.data), int(p.length)) for _, line, p in ref["passed"]]
     assert got == want
     assert sorted(tb.strobes) == sorted(ref["strobes"])
-    # Registered output: a message taken in cycle k is on the output in cycle k + 1.
+    # Registered output: a head consumed in cycle k is on the output in cycle k + 1.
     for cycle, _, payload in ref["passed"]:
         assert tb.out_valid_at.get(cycle + 1) == payload.sequence, f"latency of sequence {payload.sequence}"
     assert tb.final["known"] == ref["known"]
