@@ -15,11 +15,15 @@ class BypassFIFO(wiring.Component):
     transfer waits its turn in the FIFO. Throughput: one transfer a cycle. `i.ready` is high while the FIFO
     has room (whatever `o.ready`), so a producer with a registered output needs no skid logic. Use it after
     a registered stage: the bypass adds no register of its own.
+
+    `space` is high while at least two entries are free: a producer that only sends in the cycle after
+    `space` (hdl.mold.arbiter's promise-based output) never finds the FIFO full, even with a transfer of
+    the cycle before still arriving. It comes from the FIFO's level register through one compare.
     """
 
     def __init__(self, shape, depth: int) -> None:
         self.shape, self.depth = shape, depth
-        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)), "space": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -33,5 +37,6 @@ class BypassFIFO(wiring.Component):
             queue.w_data.eq(Value.cast(self.i.payload)),
             queue.w_en.eq(self.i.valid & ~(empty & self.o.ready)),
             self.i.ready.eq(queue.w_rdy),
+            self.space.eq(queue.level <= self.depth - 2),
         ]
         return m

@@ -183,7 +183,7 @@ class FeedHandler(wiring.Component):
             status.last_gap_first.eq(arbiter.gap_first),
             status.last_gap_count.eq(arbiter.gap_count),
             status.end_of_session_seen.eq(end_of_session_seen),
-            counter.messages_accepted.eq(arbiter.messages.valid & arbiter.messages.ready),
+            counter.messages_accepted.eq(arbiter.messages.valid),
             counter.duplicates.eq(arbiter.duplicates),
             counter.gaps.eq(arbiter.gap),
             counter.missing_messages.eq(Mux(arbiter.gap, arbiter.gap_count, 0)),  # an amount per gap
@@ -192,12 +192,12 @@ class FeedHandler(wiring.Component):
         # What the arbiter passes: book operations to the book, every message counted and read for status.
         passed = arbiter.messages
         ops = m.submodules.ops = BypassFIFO(BOOK_OP, OP_FIFO_DEPTH)
-        taken = passed.valid & passed.ready
+        taken = passed.valid
         decoded = passed.payload
-        m.d.comb += [
+        m.d.comb += [  # the arbiter passes a message only when the FIFO has promised room for it
+            arbiter.space.eq(ops.space),
             ops.i.payload.eq(decoded.op),
             ops.i.valid.eq(passed.valid & decoded.book),
-            passed.ready.eq(~decoded.book | ops.i.ready),
         ]
         for index, _ in enumerate(itch.TYPES):
             m.d.comb += counter.messages_by_type[index].eq(taken & decoded.counted & (decoded.type_index == index))
