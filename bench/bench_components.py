@@ -35,10 +35,15 @@ class MergeStage(wiring.Component):
     """The two lines' ItchDecoders and the LineArbiter as the core wires them, with plain output ports
     (the arbiter's own output has a constant ready, which a top-level module cannot have)."""
 
-    lines: In(stream.Signature(MESSAGE)).array(2)
-    out_valid: Out(1)
-    out_payload: Out(DECODED)
-    space: In(1)
+    def __init__(self) -> None:
+        super().__init__(
+            {
+                "lines": In(stream.Signature(MESSAGE)).array(2),
+                "out_valid": Out(1),
+                "out_payload": Out(DECODED),
+                "space": In(1),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()

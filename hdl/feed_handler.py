@@ -31,7 +31,7 @@ from .stream import BOOK_OP, DATA_WIDTHS, DECODED
 __all__ = ["FeedHandler", "build_id"]
 
 RECORD_BYTES = bbo.SIZE
-OP_FIFO_DEPTH = 8  # absorbs the book's pauses (a REPLACE takes two of its cycles); free while empty
+OP_FIFO_DEPTH = 8  # absorbs bursts: the book takes an op every 2 cycles (a REPLACE every 3); free while empty
 
 
 def source_digest() -> str:

@@ -14,8 +14,8 @@ Memory words:
 - `top`: per slot, the top of book and flags last emitted (equal to the current top between operations),
   and the sticky overflow and per-side degraded state the flags are made of.
 
-Pipeline registers: `lookup_stage` (operation accepted -> instrument and order tables read) and
-`update_stage` (order table decided -> levels and top read, modified and written).
+Pipeline registers: `lookup_stage` (an operation, or a REPLACE half, on its way to the order-table decision)
+and `update_stage` (the decided level work of one operation, on its way to the levels and top update).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from amaranth.lib import data, enum
 
 from ..stream import BOOK_OP
 
-__all__ = ["BookGeometry", "LevelAction", "Micro"]
+__all__ = ["BookGeometry", "Micro"]
 
 REFERENCE_BITS = 64
 PRICE_BITS = 32
@@ -39,16 +39,8 @@ class Micro(enum.Enum, shape=unsigned(2)):
     """Which part of an operation a pipeline slot carries: a REPLACE runs as a removal, then an add."""
 
     WHOLE = 0  # every operation but REPLACE
-    REPLACE_REMOVE = 1  # U, first half: take all of `ref` (no record: the top is compared after the add)
+    REPLACE_REMOVE = 1  # U, first half: take all of `ref`
     REPLACE_ADD = 2  # U, second half: add `new_ref` on the side and instrument the first half found
-
-
-class LevelAction(enum.Enum, shape=unsigned(2)):
-    """What an operation does to the price levels of one (slot, side)."""
-
-    NONE = 0  # levels unchanged (halt, refused add); the top is still compared
-    INSERT = 1  # an order of `shares` at `price` joins its level, or makes one
-    TAKE = 2  # `shares` leave the level at `price`; `leaves`: the order leaves it too
 
 
 @dataclass(frozen=True)
@@ -166,17 +158,20 @@ class BookGeometry:
     def update_stage(self) -> data.StructLayout:
         return data.StructLayout(
             {
-                "action": LevelAction,
                 "slot": self.slot_bits,
                 "side": 1,
-                "price": PRICE_BITS,
-                "shares": SHARES_BITS,
-                "leaves": 1,  # TAKE: the order's last shares (the level loses an order)
+                "take": 1,  # first, `take_shares` leave the level at `take_price` (an execution, a removal)
+                "take_price": PRICE_BITS,
+                "take_shares": SHARES_BITS,
+                "take_leaves": 1,  # the order's last shares (the level loses an order)
+                "insert": 1,  # then an order of `insert_shares` joins the level at `insert_price` (or makes it)
+                "insert_price": PRICE_BITS,
+                "insert_shares": SHARES_BITS,
                 "touch_side": 1,  # the side's best and degraded state are recomputed into the top
-                "emit": 1,  # compare with the last emitted top, write it, emit on a difference
                 "set_halted": 1,
                 "halted": 1,
                 "overflow": 1,
+                "forward_top": 1,  # the slot's top was written after it was read: use the last write
                 "sequence": 64,
                 "timestamp": 48,
                 "cause": 8,

@@ -1,9 +1,9 @@
-"""An AXI4-Lite target that turns bus transactions into single-cycle register accesses.
+"""An AXI4-Lite target that turns bus transactions into register accesses of any latency.
 
 The AXI side is the five standard channels (AW, W, B, AR, R) with 32-bit data and byte strobes, as flat
 ports named `s_axil_awaddr`, `s_axil_wdata`, ... so that the converted Verilog module's ports are the
 names Vivado infers an AXI4-Lite slave interface from. The register side is `CsrBus`: an address and a
-one-cycle write or read strobe; the register file answers the cycle after the strobe.
+one-cycle write or read strobe; the register file answers with `done` as many cycles later as it needs.
 """
 
 from __future__ import annotations
@@ -47,10 +47,12 @@ def axi_lite_target_members(addr_width: int) -> dict[str, wiring.Member]:
 class CsrBusSignature(wiring.Signature):
     """The register-file side of `AxiLiteTarget`, seen from the target (the initiator).
 
-    In a cycle with `w_stb`, the register file writes the bytes of `w_data` selected by `w_strb` at the byte
-    address `addr`; in a cycle with `r_stb` it reads `addr`. At most one of the two strobes is high in a
-    cycle. The cycle after either strobe, the register file presents `error` (1: answer SLVERR) and, after
-    a read, `r_data`.
+    In a cycle with `w_stb`, the register file is asked to write the bytes of `w_data` selected by `w_strb`
+    at the byte address `addr`; in a cycle with `r_stb`, to read `addr`. `addr`, `w_data` and `w_strb` are
+    only meaningful in the strobe cycle (the register file keeps what it needs). At most one strobe is high
+    in a cycle, and the initiator issues no strobe from a strobe until the cycle after the register file
+    answers: `done` high for one cycle, any number of cycles (at least one) after the strobe, with `error`
+    (1: answer SLVERR) and, after a read, `r_data` valid in that cycle.
     """
 
     def __init__(self, addr_width: int):
@@ -62,6 +64,7 @@ class CsrBusSignature(wiring.Signature):
                 "w_data": Out(DATA_WIDTH),
                 "w_strb": Out(DATA_WIDTH // 8),
                 "r_stb": Out(1),
+                "done": In(1),
                 "r_data": In(DATA_WIDTH),
                 "error": In(1),
             }
@@ -71,15 +74,16 @@ class CsrBusSignature(wiring.Signature):
 class AxiLiteTarget(wiring.Component):
     """AXI4-Lite slave in front of a `CsrBus` register file.
 
-    AW and W are accepted in either order or together, each into its own holding register; the write is
-    issued on the bus once both are held and its response is on B the cycle after (OKAY, or SLVERR when
-    the register file raises `error`). AR is held and issued the same way, the data and response on R the
-    cycle after. One transaction is outstanding per direction: AWREADY/WREADY stay low from the issue of a
-    write until its B handshake, ARREADY from the issue of a read until its R handshake. When a write and a
-    read are both ready to issue, the write goes first (the read issues the next cycle: neither starves).
-    Latency: BVALID rises 3 cycles after the cycle of the later of the AW and W handshakes, RVALID 3 cycles
-    after the AR handshake (4 when a write issues first). AxPROT is ignored; the low 2 address bits are
-    passed on (the register file ignores them).
+    AW and W are accepted in either order or together, each into its own holding register; AR into a third.
+    A write is issued on the bus once both AW and W are held, a read once AR is held, each only while the
+    bus is idle (no access between its strobe and its `done`); when both are ready, the write goes first.
+    The response is on B (OKAY, or SLVERR when the register file raises `error`) or on R (with the read
+    data) the cycle after `done`. One transaction is outstanding per direction: AWREADY/WREADY stay low from
+    the issue of a write until its B handshake, ARREADY from the issue of a read until its R handshake; so
+    one write and one read may be in flight together, taking turns on the bus.
+    Latency on an idle bus: the strobe is the cycle after the later of the AW and W handshakes (after the
+    AR handshake for a read); BVALID / RVALID rise 1 cycle after the register file's `done`. AxPROT is
+    ignored; the low 2 address bits are passed on (the register file ignores them).
     """
 
     def __init__(self, addr_width: int):
@@ -95,12 +99,11 @@ class AxiLiteTarget(wiring.Component):
         # Write address and data, each held until the write issues.
         aw_full, aw_addr = Signal(), Signal(self.addr_width)
         w_full, w_data, w_strb = Signal(), Signal(DATA_WIDTH), Signal(DATA_WIDTH // 8)
-        w_issued = Signal()  # the register file answers this cycle
-        b_busy = w_issued | self.s_axil_bvalid
-
         ar_full, ar_addr = Signal(), Signal(self.addr_width)
-        r_issued = Signal()
-        r_busy = r_issued | self.s_axil_rvalid
+        # The access on the bus, from its strobe until its `done`.
+        writing, reading = Signal(), Signal()
+        b_busy = writing | self.s_axil_bvalid
+        r_busy = reading | self.s_axil_rvalid
 
         m.d.comb += [
             self.s_axil_awready.eq(~aw_full & ~b_busy),
@@ -114,8 +117,9 @@ class AxiLiteTarget(wiring.Component):
         with m.If(self.s_axil_arvalid & self.s_axil_arready):
             m.d.sync += [ar_full.eq(1), ar_addr.eq(self.s_axil_araddr)]
 
-        issue_write = aw_full & w_full
-        issue_read = ar_full & ~issue_write
+        bus_idle = ~writing & ~reading
+        issue_write = bus_idle & aw_full & w_full
+        issue_read = bus_idle & ar_full & ~issue_write
         m.d.comb += [
             bus.addr.eq(Mux(issue_write, aw_addr, ar_addr)),
             bus.w_stb.eq(issue_write),
@@ -123,19 +127,23 @@ class AxiLiteTarget(wiring.Component):
             bus.w_strb.eq(w_strb),
             bus.r_stb.eq(issue_read),
         ]
-        m.d.sync += [w_issued.eq(issue_write), r_issued.eq(issue_read)]
         with m.If(issue_write):
-            m.d.sync += [aw_full.eq(0), w_full.eq(0)]
+            m.d.sync += [aw_full.eq(0), w_full.eq(0), writing.eq(1)]
         with m.If(issue_read):
-            m.d.sync += ar_full.eq(0)
+            m.d.sync += [ar_full.eq(0), reading.eq(1)]
 
+        # A response register follows the bus until its VALID rises (with `done`), then holds.
         response = Mux(bus.error, RESP_SLVERR, RESP_OKAY)
-        with m.If(w_issued):
-            m.d.sync += [self.s_axil_bvalid.eq(1), self.s_axil_bresp.eq(response)]
+        with m.If(~self.s_axil_bvalid):
+            m.d.sync += self.s_axil_bresp.eq(response)
+        with m.If(~self.s_axil_rvalid):
+            m.d.sync += [self.s_axil_rresp.eq(response), self.s_axil_rdata.eq(bus.r_data)]
+        with m.If(bus.done & writing):
+            m.d.sync += [writing.eq(0), self.s_axil_bvalid.eq(1)]
         with m.Elif(self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
-        with m.If(r_issued):
-            m.d.sync += [self.s_axil_rvalid.eq(1), self.s_axil_rresp.eq(response), self.s_axil_rdata.eq(bus.r_data)]
+        with m.If(bus.done & reading):
+            m.d.sync += [reading.eq(0), self.s_axil_rvalid.eq(1)]
         with m.Elif(self.s_axil_rready):
             m.d.sync += self.s_axil_rvalid.eq(0)
         return m

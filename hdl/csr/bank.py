@@ -6,7 +6,9 @@ storage, its address decode and its line in docs/registers.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import operator
+from collections.abc import Iterable, Mapping
 
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, wiring
@@ -18,6 +20,13 @@ from .axi_lite import DATA_WIDTH, AxiLiteTarget, axi_lite_target_members
 __all__ = ["CsrBank", "RegisterPorts", "RegisterPortsSignature", "register_shape"]
 
 WORD_ADDRESS_LSB = (WORD_BYTES - 1).bit_length()  # byte address -> word address
+PAIR_IN_BLOCK_BITS = 3
+PAIRS_PER_BLOCK = 1 << PAIR_IN_BLOCK_BITS  # word pairs a block of the read mux ORs: 2 LUT4 levels
+OR_FAN_IN = 4  # values each later level of the read mux ORs: 1 LUT4 level
+
+
+def _any(values: Iterable[Value]) -> Value:
+    return functools.reduce(operator.or_, values)
 
 
 class RegisterPortsSignature(wiring.Signature):
@@ -57,19 +66,30 @@ class CsrBank(wiring.Component):
     at [i]; `port(name, label)` finds an element by label, e.g. a drop reason):
 
     - `config[name]`: Out, the register's value (a `data.View` of its fields when it has fields), reset to
-      its declared reset; changes the cycle after the bus write.
-    - `status[name]`: In, the core's value. `constant` status registers have no port: their value is
-      declared or given as `constants={"build_id": ..., "data_width": ...}` (others read their reset).
+      its declared reset; a word changes 4 cycles after its bus write strobe.
+    - `status[name]`: In, the core's value, sampled 3 cycles after the read strobe (both words of a pair in
+      the same cycle). `constant` status registers have no port: their value is declared or given as
+      `constants={"build_id": ..., "data_width": ...}` (others read their reset).
     - `counter[name]`: In, the increment: a 1-bit event strobe, or an `amount_width`-bit amount added each
-      cycle. Counters are 64 bits, wrap (no saturation) and clear the cycle `counter_reset` pulses (an
-      increment in that cycle is lost).
-    - `command[name]`: Out, a one-cycle pulse on each bit written 1 (the cycle after the bus write).
+      cycle. A read returns exactly the increments presented up to and including the cycle after its bus
+      read strobe. Counters are 64 bits and wrap (no saturation); `counter_reset` clears them all, losing
+      every increment presented up to and including the cycle of its pulse.
+    - `command[name]`: Out, a one-cycle pulse on each bit written 1, 4 cycles after the bus write strobe.
 
-    Bus behaviour (docs/registers.md): a read returns the value of the word at the time of the read strobe;
-    reading word 0 of a latched register (multi-word counter or live status) latches its upper words in a
-    shared latch and a following read of an upper word of the same register returns them. Unmapped
-    addresses and writes to read-only registers answer SLVERR and change nothing; reads of a command return
-    0 with OKAY. Read latency is set by `AxiLiteTarget` (RVALID 3 cycles after the AR handshake).
+    Bus behaviour (docs/registers.md): reading word 0 of a latched register (64-bit counter or live status)
+    latches its upper word, sampled with the low word, in a shared latch, and a following read of the upper
+    word of the same register returns it; an upper word read without its word 0 first is the live value.
+    Unmapped addresses and writes to read-only registers answer SLVERR and change nothing (unmapped words
+    read 0); reads of a command return 0 with OKAY. A live status wider than 64 bits is refused (ValueError).
+
+    Timing on the `CsrBus`, one access at a time, every stage registered: the access; the word decoded
+    into its block of PAIRS_PER_BLOCK word pairs (8 bytes, 8-aligned); the word one-hot within the block
+    (both words of the pair for a read). A write then takes effect and is done 4 cycles after its strobe.
+    A read ORs the selected pair within each block, ORs the blocks OR_FAN_IN at a time over as many levels
+    as needed, adds a counter's pending carry to the upper word, picks the word: done 6 cycles + one per
+    level after its strobe (8 with the card's map: 15 blocks, 2 levels). Through `AxiLiteTarget` on an idle
+    bus, with the card's map: BVALID 6 cycles after the later of the AW and W handshakes, RVALID 10 cycles
+    after the AR handshake. Throughput: one access in flight; a write and a read may wait for each other.
     """
 
     def __init__(self, registers: RegisterMap = REGISTERS, *, constants: Mapping[str, int] | None = None):
@@ -82,6 +102,8 @@ class CsrBank(wiring.Component):
                 continue
             if r.name == "signature":
                 raise ValueError("a register cannot be called 'signature' (it names the interface's signature)")
+            if r.latched and r.words > 2:
+                raise ValueError(f"register {r.name!r}: the bank latches one upper word, not {r.words - 1}")
             if r.access is Access.CONFIG:
                 shape = register_shape(r)
                 init = r.decode(r.reset) if r.fields else r.reset
@@ -130,40 +152,90 @@ class CsrBank(wiring.Component):
                 m.d.comb += getattr(self, name).eq(getattr(target, name))
         bus = target.bus
 
-        r_data = Signal(DATA_WIDTH)
-        error = Signal()
-        m.d.comb += [bus.r_data.eq(r_data), bus.error.eq(error)]
-
-        # Counters live here; the core only strobes them.
-        counters: dict[tuple[str, int], Signal] = {}
-        clear = self.command[COUNTER_RESET] if COUNTER_RESET in self.command else Const(0)
+        # Counters live here; the core only strobes them. Each increment is registered at the boundary, so
+        # that a counter's carry chains start at a flip-flop next to them. A counter is two 32-bit halves
+        # with the carry between them registered: its value is `high + carry` : `low`, exact in every
+        # cycle (the read path adds the pending carry), with two short carry chains instead of one long.
+        # The `counter_reset` pulse reaches the counters through a `stale` flip-flop per counter, which
+        # zeroes it (a synchronous reset) and holds until the cycle its next increment arrives. It clears
+        # exactly as one copy of the pulse would; it is its own flip-flop because plain copies would be
+        # merged by synthesis into one net reaching every counter bit.
+        clear = getattr(self.command, COUNTER_RESET, 0)
+        counters: dict[tuple[str, int], Value] = {}  # Cat(low, high, carry)
         for r in self.registers.of(Access.COUNTER):
             for i in range(r.elements):
-                count = counters[r.name, i] = Signal(
-                    r.width, name=f"count_{r.name}_{i}" if r.is_array else f"count_{r.name}"
-                )
-                m.d.sync += count.eq(Mux(clear, 0, count + self._port_of(r, i)))
+                suffix = f"{r.name}_{i}" if r.is_array else r.name
+                port = self._port_of(r, i)
+                increment = Signal(r.amount_width, name=f"increment_{suffix}")
+                stale = Signal(name=f"stale_{suffix}")
+                low = Signal(WORD_BITS, name=f"count_low_{suffix}")
+                high = Signal(r.width - WORD_BITS, name=f"count_high_{suffix}")
+                carry = Signal(name=f"count_carry_{suffix}")
+                counters[r.name, i] = Cat(low, high, carry)
+                m.d.sync += [
+                    increment.eq(port),
+                    stale.eq(clear | (stale & (port == 0))),
+                    Cat(low, carry).eq(Mux(stale, 0, low + increment[:WORD_BITS])),
+                    high.eq(Mux(stale, 0, high + increment[WORD_BITS:] + carry)),
+                ]
 
-        def value_of(r: Register, i: int) -> Value:
-            if r.access is Access.COUNTER:
-                return counters[r.name, i]
-            if r.constant:
-                return Const(self.constants[r.name], r.width)
-            return Value.cast(self._port_of(r, i))
+        # Stage 1: the access, registered (kept until the next strobe).
+        word = Signal(self.addr_width - WORD_ADDRESS_LSB)  # word address
+        is_write = Signal()
+        w_data, w_strb = Signal(DATA_WIDTH), Signal(DATA_WIDTH // 8)
+        with m.If(bus.w_stb | bus.r_stb):
+            m.d.sync += [
+                word.eq(bus.addr[WORD_ADDRESS_LSB:]),
+                is_write.eq(bus.w_stb),
+                w_data.eq(bus.w_data),
+                w_strb.eq(bus.w_strb),
+            ]
+        # `writing[n]`: a write strobe n + 1 cycles ago (`reading` likewise, below).
+        writing = Signal(4)
+        m.d.sync += writing.eq(Cat(bus.w_stb, writing))
 
-        # One latch for the upper words of whichever latched register had its word 0 read last; `owner` says
-        # which, so that an upper word read without its word 0 first returns the live value.
-        latched = {
-            (r.name, i): n
-            for n, (r, i) in enumerate((r, i) for r in self.registers if r.latched for i in range(r.elements))
-        }
-        latch_words = max((r.words - 1 for r in self.registers if r.latched), default=1)
-        latch = Signal(WORD_BITS * latch_words)
-        owner = Signal(range(len(latched) + 1), init=len(latched))
+        # Stage 2: decode the word. Pairs of words (8 bytes, 8-aligned: a latched register is one pair) come
+        # in blocks of PAIRS_PER_BLOCK; the block is decoded one-hot here and the word within it in stage 3,
+        # so that every select is a flip-flop of its own, next to the few dozen bits it selects.
+        pair = word[1:]
+        block_of = pair[PAIR_IN_BLOCK_BITS:]
+        mapped_pairs = sorted({address >> (WORD_ADDRESS_LSB + 1) for address, *_ in self.registers.cells()})
+        blocks = sorted({p >> PAIR_IN_BLOCK_BITS for p in mapped_pairs})
+        block_hit = {b: Signal(name=f"block_hit_{b}") for b in blocks}
+        pair_in_block = Signal(PAIR_IN_BLOCK_BITS)
+        upper = Signal()  # the access is to the upper word of its pair
+        half_hit = Signal(2)  # which words of the pair the access selects: both for a read
+        error = Signal()  # unmapped, or a write to a read-only word
+        latched = Signal()  # the pair is a latched register
+        owned = Signal()  # ... whose upper word is in the latch
+        latch = Signal(WORD_BITS)
+        owner = Signal.like(pair)
+        owner_valid = Signal()
+        pairs = self._pair_values(counters)
+        latched_pairs = [p for p, (_, is_latched) in pairs.items() if is_latched]
+        m.d.sync += [
+            *(block_hit[b].eq(block_of == b) for b in blocks),
+            pair_in_block.eq(pair[:PAIR_IN_BLOCK_BITS]),
+            upper.eq(word[0]),
+            half_hit.eq(Mux(is_write, Mux(word[0], 0b10, 0b01), 0b11)),
+            latched.eq(pair.matches(*latched_pairs) if latched_pairs else 0),
+            owned.eq(owner_valid & (owner == pair)),
+            error.eq(1),
+        ]
+        with m.Switch(word):
+            for address, r, _, _ in self.registers.cells():
+                with m.Case(address >> WORD_ADDRESS_LSB):
+                    m.d.sync += error.eq(0 if r.access.writable else is_write)
 
-        def word_of(v: Value, k: int) -> Value:
-            return v[WORD_BITS * k : min(len(v), WORD_BITS * (k + 1))]
+        # Stage 3: the word, one-hot (both words of the pair for a read: the upper one may be latched).
+        selected = {}  # by word address
+        for p in mapped_pairs:
+            in_block = block_hit[p >> PAIR_IN_BLOCK_BITS] & (pair_in_block == p % PAIRS_PER_BLOCK)
+            for half in (0, 1):
+                selected[2 * p + half] = Signal(name=f"selected_{2 * p + half}")
+                m.d.sync += selected[2 * p + half].eq(in_block & half_hit[half])
 
+        # Stage 4: a write takes effect and is done.
         def write_bytes(target: Value, k: int) -> None:
             """Bytes of word k of `target` from the bus, as `w_strb` selects them."""
             for lane in range(DATA_WIDTH // 8):
@@ -171,45 +243,89 @@ class CsrBank(wiring.Component):
                 if lo >= len(target):
                     break
                 hi = min(lo + 8, len(target))
-                with m.If(bus.w_strb[lane]):
-                    m.d.sync += target[lo:hi].eq(bus.w_data[8 * lane : 8 * lane + hi - lo])
+                with m.If(w_strb[lane]):
+                    m.d.sync += target[lo:hi].eq(w_data[8 * lane : 8 * lane + hi - lo])
 
-        strobe_bits = Cat(*(bus.w_strb[lane].replicate(8) for lane in range(DATA_WIDTH // 8)))
-        for r in self.registers.of(Access.COMMAND):
-            for i in range(r.elements):
-                m.d.sync += self._port_of(r, i).eq(0)  # a pulse lasts one cycle
+        write_stage = writing[2]
+        strobe_bits = Cat(*(w_strb[lane].replicate(8) for lane in range(DATA_WIDTH // 8)))
+        for address, r, i, k in self.registers.cells():
+            addressed = write_stage & selected[address >> WORD_ADDRESS_LSB]
+            if r.access is Access.CONFIG:
+                with m.If(addressed):
+                    write_bytes(Value.cast(self._port_of(r, i)), k)
+            elif r.access is Access.COMMAND:
+                pulse = self._port_of(r, i)  # high for one cycle
+                m.d.sync += pulse.eq(Mux(addressed, w_data & strobe_bits, 0))
 
-        with m.If(bus.w_stb | bus.r_stb):
-            m.d.sync += [r_data.eq(0), error.eq(0)]
-            with m.Switch(bus.addr[WORD_ADDRESS_LSB:]):
-                for address, r, i, k in self.registers.cells():
-                    with m.Case(address >> WORD_ADDRESS_LSB):
-                        with m.If(bus.w_stb):
-                            if r.access is Access.CONFIG:
-                                write_bytes(Value.cast(self._port_of(r, i)), k)
-                            elif r.access is Access.COMMAND:
-                                pulse = self._port_of(r, i)
-                                m.d.sync += pulse.eq(bus.w_data[: len(pulse)] & strobe_bits[: len(pulse)])
-                            else:
-                                m.d.sync += error.eq(1)
-                        with m.Else():
-                            if r.access is Access.COMMAND:
-                                pass  # write-only: reads 0
-                            elif not r.latched:
-                                m.d.sync += r_data.eq(word_of(value_of(r, i), k))
-                            elif k == 0:
-                                v = value_of(r, i)
-                                m.d.sync += [
-                                    r_data.eq(v[:WORD_BITS]),
-                                    latch.eq(v[WORD_BITS:]),
-                                    owner.eq(latched[r.name, i]),
-                                ]
-                            else:
-                                mine = owner == latched[r.name, i]
-                                m.d.sync += r_data.eq(Mux(mine, word_of(latch, k - 1), word_of(value_of(r, i), k)))
-                with m.Default():
-                    m.d.sync += error.eq(1)
+        # Stage 4 of a read: each block ORs its selected pair (the others give 0). Then the blocks, spread
+        # over the chip, are ORed OR_FAN_IN at a time with a register after each level: one hop per cycle.
+        width = 2 * WORD_BITS + 1
+        level = []
+        for b in blocks:
+            terms = [
+                Cat(Mux(selected[2 * p], v[:WORD_BITS], 0), Mux(selected[2 * p + 1], v[WORD_BITS:], 0))
+                for p, (v, _) in pairs.items()
+                if p >> PAIR_IN_BLOCK_BITS == b
+            ]
+            level.append(Signal(width, name=f"block_value_{b}"))
+            m.d.sync += level[-1].eq(_any(terms) if terms else 0)
+        depth = 0
+        while len(level) > 1:
+            depth += 1
+            inputs, level = level, []
+            for n in range(0, len(inputs), OR_FAN_IN):
+                level.append(Signal(width, name=f"pair_value_{depth}_{n // OR_FAN_IN}"))
+                m.d.sync += level[-1].eq(_any(inputs[n : n + OR_FAN_IN]))
+        (pair_value,) = level
+        reading = Signal(6 + depth)
+        m.d.sync += reading.eq(Cat(bus.r_stb, reading))
+
+        # The pending carry of a counter added to its upper word.
+        low_word, high_word = Signal(WORD_BITS), Signal(WORD_BITS)
+        m.d.sync += [
+            low_word.eq(pair_value[:WORD_BITS]),
+            high_word.eq(pair_value[WORD_BITS : 2 * WORD_BITS] + pair_value[2 * WORD_BITS]),
+        ]
+
+        # Last stage: the word, and the latch when word 0 of a latched register is read.
+        r_data = Signal(DATA_WIDTH)
+        with m.If(reading[4 + depth]):
+            with m.If(~upper):
+                m.d.sync += r_data.eq(low_word)
+                with m.If(latched):
+                    m.d.sync += [latch.eq(high_word), owner.eq(pair), owner_valid.eq(1)]
+            with m.Else():
+                m.d.sync += r_data.eq(Mux(latched & owned, latch, high_word))
+        m.d.comb += [bus.r_data.eq(r_data), bus.error.eq(error), bus.done.eq(writing[3] | reading[5 + depth])]
         return m
+
+    def _pair_values(self, counters: Mapping[tuple[str, int], Value]) -> dict[int, tuple[Value, bool]]:
+        """Every word pair with something to read: {pair: (Cat(word 2*pair, word 2*pair + 1, carry); is it a
+        latched register)}, where `carry` (a counter's pending carry, else 0) is to be added to the upper
+        word. Unmapped words and commands read 0."""
+        words: dict[int, Value] = {}
+        carries: dict[int, Value] = {}
+        latched: set[int] = set()
+        for address, r, i, k in self.registers.cells():
+            if not r.access.readable:
+                continue
+            if r.access is Access.COUNTER:
+                value = counters[r.name, i][: r.width]
+                carries[address >> (WORD_ADDRESS_LSB + 1)] = counters[r.name, i][r.width]
+            elif r.constant:
+                value = Const(self.constants[r.name], r.width)
+            else:
+                value = Value.cast(self._port_of(r, i))
+            word = address >> WORD_ADDRESS_LSB
+            words[word] = value[WORD_BITS * k : min(len(value), WORD_BITS * (k + 1))]
+            if r.latched:
+                latched.add(word >> 1)
+        pairs = {}
+        for p in sorted({word >> 1 for word in words}):
+            low, high = (words.get(2 * p + half, Const(0, WORD_BITS)) for half in (0, 1))
+            high = Cat(high, Const(0, WORD_BITS - len(high)))
+            pairs[p] = (Cat(low, Const(0, WORD_BITS - len(low)), high, carries.get(p, 0)), p in latched)
+        return pairs
 
     def _port_of(self, r: Register, i: int):
         ports = getattr(self, r.access.value)[r.name]

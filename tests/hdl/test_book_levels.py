@@ -1,14 +1,16 @@
-"""LevelUpdate (hdl.book.levels) alone: random inserts and takes on one side, against a Python replay of the
-documented policy, and the exactness rule against the true book (every live order at full depth)."""
+"""LevelUpdate (hdl.book.levels) alone, an action every cycle: random inserts, takes and replaces (a take, then an
+insert, in one pass) on one side, against a Python replay of the documented policy (a replace: its take, then its
+insert), and the exactness rule against the true book (every live order at full depth)."""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from amaranth.sim import Simulator
 
-from wirebook.hdl.book.layouts import BookGeometry, LevelAction
+from wirebook.hdl.book.layouts import BookGeometry
 from wirebook.hdl.book.levels import LevelUpdate
 
 MASK32 = 0xFFFFFFFF
@@ -87,18 +89,17 @@ def test_random_actions(n_levels, side):
     reference = PolicyReference(n_levels, side)
     live: dict[int, list[int]] = {}  # order id -> [price, shares]: the true book
     checked = {"exact": 0, "degraded": 0}
+    kinds: Counter[tuple[bool, bool]] = Counter()  # (take, insert) of every step
 
     async def bench(ctx):
         ctx.set(dut.side, side)
         next_id = 0
-        for step in range(500):
+        for step in range(800):
             sweep = step % 125 >= 85  # now and then the book is taken from the top down to a few orders
+            take = insert = None  # (price, shares, leaves), (price, shares)
+            evicted = False
             if not live or (not sweep and rng.random() < (0.6 if len(live) < 4 * n_levels else 0.4)):
-                price, shares = rng.randint(90, 98 + n_levels), rng.randint(1, 500)
-                live[next_id] = [price, shares]
-                next_id += 1
-                action, leaves = LevelAction.INSERT, 0
-                evicted = reference.insert(price, shares)
+                insert = (rng.randint(90, 98 + n_levels), rng.randint(1, 500))
             else:
                 if sweep or rng.random() < 0.5:  # executions eat the best price: the array empties, orders stay hidden
                     best = true_best(live, side)[0]
@@ -106,17 +107,30 @@ def test_random_actions(n_levels, side):
                 else:
                     ref = rng.choice(list(live))
                 price, left = live[ref]
-                shares = left if sweep or rng.random() < 0.6 else rng.randint(1, left)
-                leaves = int(shares == left)
-                live[ref][1] -= shares
-                if leaves:
+                if not sweep and rng.random() < 0.3:  # a replace: all of it leaves, a new order comes in
+                    take = (price, left, 1)
+                    near = [price, price + rng.choice((-1, 1)), rng.randint(90, 98 + n_levels)]
+                    insert = (rng.choice(near), rng.randint(1, 500))
+                else:
+                    shares = left if sweep or rng.random() < 0.6 else rng.randint(1, left)
+                    take = (price, shares, int(shares == left))
+                live[ref][1] -= take[1]
+                if take[2]:
                     del live[ref]
-                action, evicted = LevelAction.TAKE, False
-                reference.take(price, shares, bool(leaves))
-            ctx.set(dut.action, action)
-            ctx.set(dut.price, price)
-            ctx.set(dut.shares, shares)
-            ctx.set(dut.leaves, leaves)
+                reference.take(*take)
+            if insert is not None:
+                live[next_id] = list(insert)
+                next_id += 1
+                evicted = reference.insert(*insert)
+            ctx.set(dut.take, take is not None)
+            ctx.set(dut.take_price, take[0] if take else 0)
+            ctx.set(dut.take_shares, take[1] if take else 0)
+            ctx.set(dut.take_leaves, take[2] if take else 0)
+            ctx.set(dut.insert, insert is not None)
+            ctx.set(dut.insert_price, insert[0] if insert else 0)
+            ctx.set(dut.insert_shares, insert[1] if insert else 0)
+            kinds[(take is not None, insert is not None)] += 1
+            await ctx.tick()  # the outputs come a cycle after the inputs
             word = ctx.get(dut.updated)
             valid = int(word.valid)
             got = [[int(word.levels[i].price), int(word.levels[i].shares), int(word.levels[i].orders)]
@@ -135,6 +149,8 @@ def test_random_actions(n_levels, side):
             ctx.set(dut.book, word)  # written back, read by the next action
 
     sim = Simulator(dut)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     assert checked["exact"] > 100 and checked["degraded"] > 10, checked
+    assert min(kinds.values()) > 50 and len(kinds) == 3, kinds

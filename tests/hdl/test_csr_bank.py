@@ -1,8 +1,10 @@
 """CsrBank (and its AxiLiteTarget) in Amaranth's simulator, driven by an AXI4-Lite master.
 
 Every expected value comes from the declaration (proto.registers): reset values, widths, which registers
-are writable, what a word holds. Bus tests run at full rate and with random idle cycles on AW/W/AR and
-back-pressure on B/R, with every write order (AW before W, W before AW, together).
+are writable, what a word holds; counts come from the increments the test presents (`CountingCore`) and
+timings from the latencies the bank documents (the constants below). Bus tests run at full rate and with
+random idle cycles on AW/W/AR and back-pressure on B/R, with every write order (AW before W, W before AW,
+together).
 """
 
 import contextlib
@@ -84,6 +86,75 @@ def port_value(ctx, tb, r, index) -> int:
 
 def random_value(rng, r: Register) -> int:
     return rng.getrandbits(r.width)
+
+
+# What the bank documents about timing, in cycles (the reference the timing tests hold it to).
+STROBE_AFTER_HANDSHAKE = 1  # AxiLiteTarget: the bus strobe is the cycle after AR (or the later of AW/W)
+PULSE_AFTER_STROBE = 4  # a command pulses (and a config word changes) 4 cycles after the write strobe
+COUNTED_AFTER_STROBE = 1  # a read counts the increments presented up to 1 cycle after its strobe
+WRITE_RESPONSE = 6  # BVALID rises 6 cycles after the later of the AW and W handshakes
+READ_RESPONSE = 10  # RVALID 10 cycles after the AR handshake
+WRITE_BUS_CYCLES = 5  # a write keeps the bus from its strobe to its `done` (4 cycles later) inclusive
+
+
+class CountingCore:
+    """A background process standing in for the core: it presents random increments on some counters
+    every cycle and records, numbering cycles from the start, each cycle's increments, the AR handshakes,
+    the write handshakes (the later of AW and W) and the `counter_reset` pulses. Expected counts are sums
+    of what it presented, never values read from the bank."""
+
+    def __init__(self, tb: TB, draws):
+        self.tb = tb
+        self.draws = draws  # {(name, index): function(rng) -> increment}
+        self.presented = {key: [] for key in draws}
+        self.ar, self.aw, self.w, self.resets = [], [], [], []
+
+    async def run(self, ctx):
+        dut = self.tb.dut
+        handshakes = [
+            (self.ar, dut.s_axil_arvalid, dut.s_axil_arready),
+            (self.aw, dut.s_axil_awvalid, dut.s_axil_awready),
+            (self.w, dut.s_axil_wvalid, dut.s_axil_wready),
+        ]
+        channels = [signal for _, valid, ready in handshakes for signal in (valid, ready)]
+        cycle = 0
+        while True:
+            for (name, index), draw in self.draws.items():
+                amount = draw(self.tb.rng)
+                ctx.set(dut.port(name, index), amount)
+                self.presented[name, index].append(amount)
+            _, _, reset, *sampled = await ctx.tick().sample(dut.command[COUNTER_RESET], *channels)
+            for (cycles, _, _), valid, ready in zip(handshakes, sampled[::2], sampled[1::2]):
+                if valid and ready:
+                    cycles.append(cycle)
+            if reset:
+                self.resets.append(cycle)
+            cycle += 1
+
+    def count(self, key, after: int, through: int) -> int:
+        """What the counter `key` was given in cycles after .. through (inclusive), modulo 2**64."""
+        return sum(self.presented[key][after + 1 : through + 1]) % (1 << 64)
+
+    def write_handshake(self, n: int) -> int:
+        """The cycle the n-th write was accepted: the later of its AW and W handshakes."""
+        return max(self.aw[n], self.w[n])
+
+    async def stop(self, ctx):
+        """Stop counting (every increment 0), so that the counts settle."""
+        self.draws = dict.fromkeys(self.draws, lambda rng: 0)
+        await ctx.tick()
+
+
+def busy_counters():
+    """Increments for a few counters: strobes, a 2-bit amount, and a 64-bit amount that carries into the
+    upper word every few cycles (so that a torn or late carry shows)."""
+    return {
+        ("frames_a", None): lambda rng: int(rng.random() < 0.7),
+        ("drops_b", "MAC"): lambda rng: int(rng.random() < 0.3),
+        ("duplicates", None): lambda rng: rng.getrandbits(2),
+        ("missing_messages", None): lambda rng: rng.choice((0, 1, (1 << 32) - 1, rng.getrandbits(33))),
+        ("bbo_records", None): lambda rng: 1,
+    }
 
 
 # --- identity and status ------------------------------------------------------------------------------
@@ -362,6 +433,52 @@ def test_live_64_bit_status_reads_consistently(flow):
     tb.run(bench, background=[clock])
 
 
+@FLOWS
+def test_reads_while_counting_see_every_increment_up_to_their_strobe(flow):
+    """A read returns exactly the increments presented up to COUNTED_AFTER_STROBE after its strobe (itself
+    STROBE_AFTER_HANDSHAKE after AR), the 64-bit value consistent across its two words."""
+    tb = TB(flow=flow, seed=20)
+    core = CountingCore(tb, busy_counters())
+
+    async def bench(ctx):
+        await ctx.tick().repeat(5)
+        for n in range(60):
+            name, index = tb.rng.choice(list(core.draws))
+            first_read = len(core.ar)
+            value = await tb.read_value(ctx, name, index)
+            counted = core.ar[first_read] + STROBE_AFTER_HANDSHAKE + COUNTED_AFTER_STROBE
+            assert value == core.count((name, index), -1, counted), f"read {n}: {name}[{index}]"
+
+    tb.run(bench, background=[core.run])
+
+
+@FLOWS
+def test_counter_reset_while_counting_loses_increments_up_to_its_pulse(flow):
+    """counter_reset pulses PULSE_AFTER_STROBE after its write strobe; the counters lose every increment up
+    to and including the pulse cycle and count on from the next one."""
+    tb = TB(flow=flow, seed=21)
+    core = CountingCore(tb, busy_counters())
+
+    async def bench(ctx):
+        for round_ in range(4):
+            await ctx.tick().repeat(tb.rng.randrange(1, 40))
+            writes = len(core.aw)
+            await tb.write_value(ctx, COUNTER_RESET, 1)
+            strobe = core.write_handshake(writes) + STROBE_AFTER_HANDSHAKE
+            assert core.resets[-1] == strobe + PULSE_AFTER_STROBE, "counter_reset pulse cycle"
+            for name, index in core.draws:
+                first_read = len(core.ar)
+                value = await tb.read_value(ctx, name, index)
+                counted = core.ar[first_read] + STROBE_AFTER_HANDSHAKE + COUNTED_AFTER_STROBE
+                assert value == core.count((name, index), core.resets[-1], counted), f"{round_}: {name}"
+        await core.stop(ctx)
+        await tb.write_value(ctx, COUNTER_RESET, 1)
+        for name, index in core.draws:
+            assert await tb.read_value(ctx, name, index) == 0, name
+
+    tb.run(bench, background=[core.run])
+
+
 # --- errors ----------------------------------------------------------------------------------------------
 
 
@@ -437,32 +554,127 @@ def test_reads_and_writes_in_flight_together(flow):
     assert sorted(done) == ["reader", "writer"]
 
 
-def test_target_holds_one_write_and_one_read_at_a_time():
-    """AWREADY/WREADY stay low from a write's issue to its B handshake, ARREADY likewise for R."""
-    dut = AxiLiteTarget(8)
+@FLOWS
+def test_back_to_back_writes_and_reads_with_counting(flow):
+    """One bench writes every config word back to back, another reads counters meanwhile: the reads share
+    the bus with the writes, so a counter read's strobe may wait for one write's access to end."""
+    tb = TB(flow=flow, seed=22)
+    core = CountingCore(tb, busy_counters())
+    config = [(r, index) for r, index, _ in elements(REGISTERS, CONFIG)]
+    written, reader_done = {}, []
+
+    async def writer(ctx):
+        for _ in range(2):
+            for r, index in config:
+                written[r.name, index] = value = random_value(tb.rng, r)
+                await tb.write_value(ctx, r.name, value, index)
+                assert port_value(ctx, tb, r, index) == value, r.name
+        while not reader_done:  # the AR channel is the reader's until then
+            await ctx.tick()
+        for r, index in config:
+            assert await tb.read_value(ctx, r.name, index) == written[r.name, index], r.name
+
+    async def reader(ctx):
+        for n in range(40):
+            name, index = tb.rng.choice(list(core.draws))
+            first_read = len(core.ar)
+            value = await tb.read_value(ctx, name, index)
+            earliest = core.ar[first_read] + STROBE_AFTER_HANDSHAKE + COUNTED_AFTER_STROBE
+            possible = [core.count((name, index), -1, earliest + late) for late in range(WRITE_BUS_CYCLES + 1)]
+            assert value in possible, f"read {n}: {name}[{index}] = {value:#x}, expected one of {possible}"
+        reader_done.append(True)
+
+    tb.run(writer, reader, background=[core.run])
+
+
+def test_config_changes_and_command_pulses_a_fixed_time_after_the_write():
+    tb = TB(seed=23)
+    core = CountingCore(tb, {})
+    changes = []
+
+    async def watch(ctx):
+        cycle = 0
+        async for _, _, ip, pulse in ctx.tick().sample(tb.dut.config.local_ip, tb.dut.command.book_clear):
+            if pulse:
+                changes.append(("book_clear", cycle))
+            if ip and not any(what == "local_ip" for what, _ in changes):
+                changes.append(("local_ip", cycle))
+            cycle += 1
 
     async def bench(ctx):
-        ctx.set(dut.bus.r_data, 0x1234_5678)
+        await tb.write_value(ctx, "local_ip", 0x0A00_0001)
+        await tb.write_value(ctx, "book_clear", 1)
+        await ctx.tick().repeat(3)
+        strobes = [core.write_handshake(n) + STROBE_AFTER_HANDSHAKE for n in range(2)]
+        expected = [("local_ip", strobes[0] + PULSE_AFTER_STROBE), ("book_clear", strobes[1] + PULSE_AFTER_STROBE)]
+        assert changes == expected
+
+    tb.run(bench, background=[core.run, watch])
+
+
+def test_response_latency_on_an_idle_bus():
+    tb = TB(seed=24)
+    core = CountingCore(tb, {})
+    rises = {"b": [], "r": []}
+
+    async def watch(ctx):
+        cycle, before = 0, (0, 0)
+        async for _, _, *valid in ctx.tick().sample(tb.dut.s_axil_bvalid, tb.dut.s_axil_rvalid):
+            for channel, now, was in zip(rises, valid, before):
+                if now and not was:
+                    rises[channel].append(cycle)
+            cycle, before = cycle + 1, tuple(valid)
+
+    async def bench(ctx):
+        for order in ORDERS:
+            await tb.axil.write(ctx, REGISTERS.address("local_ip"), 1, order=order)
+            await tb.axil.read(ctx, REGISTERS.address("local_ip"))
+        writes = [core.write_handshake(n) + WRITE_RESPONSE for n in range(len(ORDERS))]
+        assert rises == {"b": writes, "r": [cycle + READ_RESPONSE for cycle in core.ar]}
+
+    tb.run(bench, background=[core.run, watch])
+
+
+def test_target_holds_one_write_and_one_read_at_a_time():
+    """AWREADY/WREADY stay low from a write's issue to its B handshake, ARREADY likewise for R; the target
+    issues no strobe while the register file has not answered (`done`) the previous one."""
+    dut = AxiLiteTarget(8)
+    latency = 4  # cycles from a strobe to the register file's `done`
+    issued = []
+
+    async def register_file(ctx):
+        while True:
+            _, _, w_stb, r_stb, addr = await ctx.tick().sample(dut.bus.w_stb, dut.bus.r_stb, dut.bus.addr)
+            if not (w_stb or r_stb):
+                continue
+            issued.append((w_stb, r_stb, addr))
+            for cycle in range(latency):
+                if cycle == latency - 1:
+                    ctx.set(dut.bus.done, 1)
+                    ctx.set(dut.bus.r_data, 0x1234_5678)
+                _, _, w_stb, r_stb = await ctx.tick().sample(dut.bus.w_stb, dut.bus.r_stb)
+                assert not (w_stb or r_stb), "a strobe before the register file answered"
+            ctx.set(dut.bus.done, 0)
+            ctx.set(dut.bus.r_data, 0)
+
+    async def bench(ctx):
         ctx.set(dut.s_axil_awvalid, 1)
         ctx.set(dut.s_axil_wvalid, 1)
         ctx.set(dut.s_axil_arvalid, 1)
         ctx.set(dut.s_axil_awaddr, 0x10)
         ctx.set(dut.s_axil_araddr, 0x20)
-        strobes = []
-        for _ in range(12):  # B and R are never taken: no second transaction may be accepted
-            _, _, aw, w, ar, w_stb, r_stb, addr = await ctx.tick().sample(
-                dut.s_axil_awready, dut.s_axil_wready, dut.s_axil_arready, dut.bus.w_stb, dut.bus.r_stb, dut.bus.addr
-            )
-            strobes.append((aw, w, ar, w_stb, r_stb, addr))
-        handshakes = [(s[0], s[1], s[2]) for s in strobes]
+        handshakes = []
+        for _ in range(20):  # B and R are never taken: no second transaction may be accepted
+            _, _, aw, w, ar = await ctx.tick().sample(dut.s_axil_awready, dut.s_axil_wready, dut.s_axil_arready)
+            handshakes.append((aw, w, ar))
         assert handshakes[0] == (1, 1, 1) and all(h == (0, 0, 0) for h in handshakes[1:])
-        issued = [(s[3], s[4], s[5]) for s in strobes if s[3] or s[4]]
         assert issued == [(1, 0, 0x10), (0, 1, 0x20)], "one write then one read, write first"
         assert ctx.get(dut.s_axil_bvalid) and ctx.get(dut.s_axil_rvalid)
         assert ctx.get(dut.s_axil_rdata) == 0x1234_5678
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
+    sim.add_testbench(register_file, background=True)
     sim.add_testbench(bench)
     sim.run()
 
