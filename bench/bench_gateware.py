@@ -26,7 +26,8 @@ def main() -> int:
     widths = [int(w) for w in args.widths.split(",")]
     report = measure.gateware(widths, messages=args.messages, synthesis=not args.no_synthesis,
                               route=not args.no_route, progress=print)  # fmt: skip
-    command = ".venv/bin/python bench/bench_gateware.py" + (" --no-route" if args.no_route else "")
+    command = ".venv/bin/python bench/bench_gateware.py" + (" --no-synthesis" if args.no_synthesis else "")
+    command += " --no-route" if args.no_route and not args.no_synthesis else ""
     text = "\n".join([
         "# Gateware: latency, line rate, resources",
         "",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,10 +47,12 @@ class FeedLine(wiring.Component):
     layer (hdl.net.ethernet, .ipv4, .udp, hdl.mold.framer), each reading its header through hdl.fields
     from the proto field table. Where a header starts is registered (the IPv4 header is captured from a
     fixed window at 14 and placed by the ethertype; the UDP and MoldUDP64 headers and the first block
-    follow registered positions, settled beats before the bytes they place), so no stage waits on the
-    one in front of it within a cycle. Each header check is decided in the beat that brings the last byte
-    it reads; all of them are decided by the beat holding the MoldUDP64 header's last byte, before any
-    message byte can leave.
+    follow registered positions, settled beats before the bytes they place), and a byte's lane is the low
+    bits of its position, so no stage waits on the one in front of it within a cycle. Each header check is
+    decided from the beat that brings the last byte it reads and registered with it; the checks are walked
+    in order the next cycle (the verdict stage, registers only). All of them are decided by the beat
+    holding the MoldUDP64 header's last byte, and the verdict is ready for the beat after it, the first
+    that can end a message.
 
     Drop policy:
 
@@ -75,19 +77,22 @@ class FeedLine(wiring.Component):
       and anything from the bad beat on, is discarded). `bad_message_length`: a block length of 0 or more
       than MESSAGE_BYTES, a block (or its length field) running past the UDP payload, or payload left
       after the counted blocks.
-    - `frame_seen` strobes once per frame, at its last beat; every frame counts once, as `drop` or as
-      `packet_accepted`. Every strobe is one registered 1-cycle pulse per event, the cycle after the beat
-      that decided it.
+    - `frame_seen` strobes once per frame, for its last beat; every frame counts once, as `drop` or as
+      `packet_accepted`. Every strobe is one registered 1-cycle pulse per event, 2 cycles after the beat
+      that decided it is taken (`truncated` / `bad_message_length`: after the framer's cycle that decided
+      it, later for a beat waiting in the framer's skid), always before the next frame's strobes.
 
     Latency: `messages.valid` rises 1 cycle after the beat holding the message's last byte is taken, at
-    8, 32 and 64 bits alike (measured for every message by tests/hdl/test_feed_line.py): the output
-    register is loaded straight from that beat's lanes. Throughput: one beat a cycle at every width for
-    any ITCH message mix while `messages.ready` is high (`frames.ready` stays high, frames may follow one
-    another without idle cycles). When `messages` back-pressures, `frames.ready` drops while an accepted
-    packet's beat waits for the output register, and nothing is lost. A beat that ends k > 1 messages
-    (messages of at most data_width/8 - 3 bytes: never ITCH) is held k - 1 cycles, one message leaving
-    each. `frames.ready` depends combinationally on `messages.ready`, and for such beats on
-    `frames.payload`.
+    8, 32 and 64 bits alike, for every ITCH message while `messages.ready` is high (measured for every
+    message by tests/hdl/test_feed_line.py). Throughput: one beat a cycle at every width for any ITCH
+    message mix while `messages.ready` is high (`frames.ready` stays high, frames may follow one another
+    without idle cycles). `frames.ready` is a register: the framer takes each beat into a one-beat skid
+    and drops `frames.ready` while it holds one, so back-pressure costs no message: a beat ending a
+    message while the output register is full waits there until `messages.ready` frees it. The framer
+    handles one message end and one block length a cycle: a beat holding more (blocks of at most
+    data_width/8 - 1 bytes, never ITCH) waits one more cycle for each, and its messages leave one a
+    cycle, the first one cycle late when its length came in the same beat (held beats of a packet
+    dropped by its last header byte may cost a cycle too).
     """
 
     def __init__(self, data_width: int, *, line: int, n_groups: int = 8) -> None:
@@ -156,19 +161,15 @@ class FeedLine(wiring.Component):
             mold.check_session.eq(self.check_session),
             framer.tap.eq(tap),
             framer.first_block.eq(mold.first_block),
-            framer.payload_end.eq(ipv4.payload_end),
+            framer.payload_length.eq(udp.payload_length),
             framer.blocks.eq(mold.blocks),
             framer.first_sequence.eq(mold.first_sequence),
         ]
         wiring.connect(m, wiring.flipped(self.messages), framer.messages)
 
-        # Per-frame verdict state, cleared by the frame's last beat.
+        # Each check is decided from the beat that brings its last byte and registered with that beat;
+        # the walk over them runs the next cycle (the verdict stage), on registers only.
         enabled = Signal()  # `enable` as sampled at the first beat
-        keep_broken = Signal()  # an earlier beat broke the keep rules
-        accepted = Signal()
-        failed = Signal()
-        failed_reason = Signal(DropReason)
-
         enabled_now = Signal()
         m.d.comb += enabled_now.eq(Mux(tap.first, self.enable, enabled))
         disabled_check = Signal(CHECK)
@@ -187,18 +188,54 @@ class FeedLine(wiring.Component):
             (DropReason.MOLD_SESSION, mold.session_check),
             (DropReason.MOLD_LENGTH, mold.count_check),
         )
-        # Walk the checks in order over the headers seen so far (the offered beat included): the first
-        # failing check decides, an unresolved one stops the walk (its bytes have not arrived yet).
+        decided = Signal(data.ArrayLayout(CHECK, len(checks)))  # the checks as of the beat taken last cycle
+        taken = Signal()  # a beat was taken last cycle: the verdict stage looks at it
+        taken_last = Signal()
+        taken_bad_keep = Signal()
+        taken_heartbeat = Signal()
+        taken_end_of_session = Signal()
+        m.d.sync += taken.eq(take)
+        with m.If(take):
+            m.d.sync += [
+                decided.eq(Cat(check for _, check in checks)),
+                taken_last.eq(tap.last),
+                taken_bad_keep.eq(tap.bad_keep),
+                taken_heartbeat.eq(mold.heartbeat),
+                taken_end_of_session.eq(mold.end_of_session),
+                enabled.eq(Mux(tap.last, 0, enabled_now)),
+            ]
+
+        # Per-frame verdict state, cleared by the frame's last beat.
+        keep_broken = Signal()  # an earlier beat broke the keep rules
+        accepted = Signal()
+        viable = Signal()  # every check decided so far passed, the UDP ones included
+        failed = Signal()
+        failed_reason = Signal(DropReason)
+
+        # Walk the checks in order over the headers seen so far: the first failing check decides, an
+        # unresolved one stops the walk (its bytes have not arrived yet).
         failing = Signal()
         failing_reason = Signal(DropReason)
         passed = 1
-        for reason, check in checks:
-            with m.If(passed & check.resolved & check.failed):
+        for i, (reason, check) in enumerate(checks):
+            resolved = decided[i].resolved
+            # The IPv4 checksum's verdict is a register already (read the cycle after its beat).
+            failed_check = check.failed if reason is DropReason.IP_CHECKSUM else decided[i].failed
+            with m.If(passed & resolved & failed_check):
                 m.d.comb += [failing.eq(1), failing_reason.eq(reason)]
-            passed = passed & check.resolved & ~check.failed
-        keep_broken_now = keep_broken | tap.bad_keep
-        accepting = ~accepted & ~failed & passed & ~keep_broken_now
-        m.d.comb += framer.active.eq(accepted | accepting)
+            passed = passed & resolved & ~failed_check
+            if reason is DropReason.UDP_LENGTH:
+                udp_passed = passed
+        keep_broken_now = keep_broken | taken_bad_keep
+        accepting = Signal()
+        accepted_so_far = Signal()  # the packet of the beat taken last cycle is accepted
+        m.d.comb += [
+            accepting.eq(~accepted & ~failed & passed & ~keep_broken_now),
+            accepted_so_far.eq(taken & (accepted | accepting)),
+            framer.viable.eq(viable & ~(taken & taken_last)),
+            framer.accepted.eq(Mux(taken, accepted_so_far & ~taken_last, accepted)),
+            framer.last_accepted.eq(accepted_so_far),
+        ]
 
         m.d.sync += [
             self.frame_seen.eq(0),
@@ -208,22 +245,27 @@ class FeedLine(wiring.Component):
             self.end_of_session.eq(0),
         ]
         m.d.sync += [self.truncated.eq(framer.truncated), self.bad_message_length.eq(framer.bad_length)]
-        with m.If(take):
-            with m.If(tap.first):
-                m.d.sync += enabled.eq(self.enable)
-            with m.If(tap.bad_keep):
+        with m.If(taken):
+            with m.If(taken_bad_keep):
                 m.d.sync += keep_broken.eq(1)
+            m.d.sync += viable.eq((viable | udp_passed) & ~failed & ~failing & ~keep_broken_now)
             with m.If(~accepted & ~failed & failing):
                 m.d.sync += [failed.eq(1), failed_reason.eq(failing_reason)]
             with m.If(accepting):
                 m.d.sync += [
                     accepted.eq(1),
                     self.packet_accepted.eq(1),
-                    self.heartbeat.eq(mold.heartbeat),
-                    self.end_of_session.eq(mold.end_of_session),
+                    self.heartbeat.eq(taken_heartbeat),
+                    self.end_of_session.eq(taken_end_of_session),
                 ]
-            with m.If(tap.last):
-                m.d.sync += [self.frame_seen.eq(1), enabled.eq(0), keep_broken.eq(0), accepted.eq(0), failed.eq(0)]
+            with m.If(taken_last):
+                m.d.sync += [
+                    self.frame_seen.eq(1),
+                    keep_broken.eq(0),
+                    accepted.eq(0),
+                    viable.eq(0),
+                    failed.eq(0),
+                ]
                 with m.If(~accepted & ~accepting):
                     m.d.sync += self.drop.eq(1)
                     with m.If(keep_broken_now):

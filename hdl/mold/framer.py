@@ -3,15 +3,13 @@ into one ITCH message per transfer, at any alignment, straight from the frame's 
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-from amaranth.hdl import Cat, Module, Mux, Signal, Value
-from amaranth.lib import stream, wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ...proto import moldudp64
 from ..fields import alpha_const, value, wire_shape
-from ..net.header import CHECK, OFFSET_WIDTH, HeaderCapture, bytes_at, tap_layout
+from ..net.header import CHECK, OFFSET_WIDTH, HeaderCapture, Place, rotated, tap_layout
 from ..stream import MESSAGE, MESSAGE_BYTES
 
 __all__ = ["MessageFramer", "MoldHeaderParser"]
@@ -20,15 +18,9 @@ BLOCK = moldudp64.BLOCK
 SESSION_BITS = 8 * moldudp64.HEADER.by_name["session"].width
 
 
-class _Block(NamedTuple):
-    """What the offered beat tells about one message block."""
-
-    length: Value  # the message length (valid once both length bytes arrived)
-    after: Value  # frame position of the next block
-    at_end: Value  # the block would start at the end of the UDP payload: there is none
-    short: Value  # ... and fewer blocks than announced came before it
-    bad: Value  # bad_length: beyond the announced count, length cut by the payload end, or length wrong
-    ends: Value  # a good block whose last byte is in the offered beat
+POSITION = signed(8)
+"""A frame position counted from lane 0 of the beat the framer is on: a block (2 + at most MESSAGE_BYTES
+bytes) spans a few beats, so the positions that matter stay well inside this range."""
 
 
 class MoldHeaderParser(wiring.Component):
@@ -94,28 +86,42 @@ class MoldHeaderParser(wiring.Component):
 class MessageFramer(wiring.Component):
     """Frames the message blocks of an accepted MoldUDP64 packet into one MESSAGE a transfer.
 
-    Accepts the tap and, from the layers in front: `active` (the packet passed every header check, at the
-    latest with the offered beat), `first_block` (frame position of the first block's length),
-    `payload_end` (frame position past the UDP payload: later bytes are padding), `blocks` (blocks the
-    header announces) and `first_sequence`.
+    Accepts the tap and, from the feed line's verdict stage (registers, or shallow logic on them):
+    `viable` (every header check decided so far passed, the UDP ones included, so `first_block` and
+    `payload_length` are this frame's), `accepted` (the offered beat's packet was accepted by an earlier
+    beat) and `last_accepted` (the beat taken last cycle belongs to an accepted packet: its verdict); from
+    the layers in front: `first_block` (frame position of the first block's length), `payload_length`
+    (the UDP payload length), `blocks` (blocks the header announces, valid from the header's last byte
+    on) and `first_sequence`.
 
     Emits on `messages` each block's message: byte 0 the type letter, bytes past `length` zero, `sequence`
     = `first_sequence` + the block's index in the packet, `line` = the constructor's `line`. Blocks are
     found by their 2-byte big-endian length (BLOCK) at any position of a beat; length, message or both may
     straddle beats. Per packet at most one of these strobes, then the rest of the packet is ignored:
 
-    - `bad_length`: a block length of 0 or more than MESSAGE_BYTES, a block running past the UDP payload,
-      or payload left after the announced number of blocks;
+    - `bad_length`: a block length of 0 or more than MESSAGE_BYTES, a block (or its length) running past
+      the UDP payload, or payload left after the announced number of blocks;
     - `truncated`: the payload or the frame ended before the announced number of blocks (the partial
       message is discarded; the complete ones have left), or the tap flagged a bad keep after the packet
       was accepted (nothing of that beat or after it is emitted).
 
-    Latency: `messages.valid` rises 1 cycle after the beat holding the message's last byte is taken (the
-    output register is loaded from that beat's lanes). Throughput: one beat a cycle while the output is
-    free, and one message a cycle. A beat that ends k > 1 messages (messages of at most data_width/8 - 3
-    bytes, never ITCH) is held (`ready` low) k - 1 cycles, one message leaving each. `ready` is also low
-    while an accepted packet's beat waits for the output register; it depends combinationally on
-    `messages.ready`, and on the tap for held beats.
+    Structure. Every position the framer follows is a register counted from the beat it is on
+    (POSITION): the current block's message (`body_at`) and the message of the block whose length is
+    awaited (`pending_at`: the current block's until its length is known, then the next block's). A
+    block's length is registered with the beat that completes it, so the beat where its message ends only
+    compares registers, and lanes are picked by the low bits of those registers (hdl.net.header.Place,
+    rotated). The output register is loaded whenever it is free, `valid` saying whether a message was.
+
+    `ready` is a register: the tap's beat is always taken into a one-beat skid, so the stages in front see
+    each beat once, and `ready` is low while the skid holds a beat the framer is not done with: the beat
+    ends a message while the output register is full and `messages.ready` low, or it holds more than a
+    cycle's work. A cycle handles one block end and one length: a beat holding a block whose length and
+    last byte share it (at most data_width/8 - 1 bytes, never ITCH) stays a cycle more for each such block.
+    Latency: `messages.valid` rises 1 cycle after the beat holding the message's last byte is taken, plus
+    1 for each message ending earlier in that beat, plus 1 when the first of them got its length from
+    that beat; later while `messages` back-pressures. Strobes (combinational, for a register in the
+    feed line) follow the cycle that decides them by 1 (the packet's verdict on a beat comes the cycle
+    after it is taken).
     """
 
     def __init__(self, data_width: int, *, line: int = 0) -> None:
@@ -124,9 +130,11 @@ class MessageFramer(wiring.Component):
         super().__init__(
             {
                 "tap": In(tap_layout(data_width)),
-                "active": In(1),
+                "viable": In(1),
+                "accepted": In(1),
+                "last_accepted": In(1),
                 "first_block": In(OFFSET_WIDTH),
-                "payload_end": In(OFFSET_WIDTH),
+                "payload_length": In(16),
                 "blocks": In(16),
                 "first_sequence": In(64),
                 "messages": Out(stream.Signature(MESSAGE)),
@@ -139,114 +147,216 @@ class MessageFramer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         tap, out = self.tap, self.messages
+        width = self._data_width
+        lanes = width // 8
+        lane_bits = (lanes - 1).bit_length()
 
-        started = Signal()  # a block ended: block_at follows the blocks (else it copies first_block)
-        finished = Signal()  # the packet is done with: ignore the rest of the frame
-        # The current block's length field and message, as registers: `first_block` is settled several
-        # beats before the first block, so copying it costs nothing, and no adder sits before the muxes.
-        current = Signal(OFFSET_WIDTH)
-        body_at = Signal(OFFSET_WIDTH)
-        with m.If(~started):
-            m.d.sync += [current.eq(self.first_block), body_at.eq(self.first_block + BLOCK.length)]
-        index = Signal(16)  # blocks emitted so far
-        length_taken = Signal(wire_shape(BLOCK))  # bytes of the current block's length from earlier beats
-        body_taken = Signal(8 * MESSAGE_BYTES)  # message bytes from earlier beats
-
-        def block(name, at, n_before, taken=None):
-            """What the offered beat tells about the block whose length field is at `at`."""
-            carried = bytes_at(m, tap, at, BLOCK.length)
-            if taken is None:  # a block that starts in this beat: nothing of it was taken before
-                raw = Cat(byte for _, byte in carried)
-            else:
-                raw = Cat(Mux(c, byte, taken[8 * k : 8 * k + 8]) for k, (c, byte) in enumerate(carried))
-            length = Signal(16, name=f"{name}_length")
-            after = Signal(OFFSET_WIDTH + 1, name=f"{name}_after")
-            at_end = Signal(name=f"{name}_at_end")
-            short = Signal(name=f"{name}_short")  # at the end of the payload: blocks missing
-            bad = Signal(name=f"{name}_bad")
-            ends = Signal(name=f"{name}_ends")
-            known = at + BLOCK.length <= tap.end
-            m.d.comb += [
-                length.eq(value(raw, BLOCK, "length")),
-                after.eq(at + BLOCK.length + length),
-                at_end.eq(at == self.payload_end),
-                short.eq(n_before < self.blocks),
-                bad.eq(
-                    ~at_end
-                    & (
-                        (n_before >= self.blocks)
-                        | (at + BLOCK.length > self.payload_end)
-                        | known & ((length == 0) | (length > MESSAGE_BYTES) | (after > self.payload_end))
-                    )
-                ),
-                ends.eq(~at_end & ~bad & known & (after <= tap.end)),
+        # The input skid: loaded with the offered beat whenever it is free, so that `ready` is a register
+        # and no wide register waits for a decision made late in the cycle.
+        held = Signal()  # the skid holds a taken beat the framer is not done with
+        skid = Signal(
+            data.StructLayout({"data": width, "filled": lanes, "last": 1, "bad_keep": 1, "active": 1}),
+        )
+        with m.If(~held):
+            m.d.sync += [
+                skid.data.eq(tap.data),
+                skid.filled.eq(tap.filled),
+                skid.last.eq(tap.last),
+                skid.bad_keep.eq(tap.bad_keep),
+                skid.active.eq(self.accepted),
             ]
-            return _Block(length, after, at_end, short, bad, ends)
-
-        this = block("this", current, index, length_taken)
-        following = block("following", this.after, index + 1)
-
-        room = ~out.valid | out.ready
-        live = self.active & ~finished
-        step = tap.valid & live & room
-        emit = Signal()
-        hold = Signal()
-        finish = Signal()
+        with m.Else():  # the verdict on the held beat itself comes the cycle after it was taken
+            m.d.sync += skid.active.eq(skid.active | self.last_accepted)
+        m.d.comb += self.ready.eq(~held)
+        present = held | tap.take
+        beat = Signal(width)
+        filled = Signal(lanes)
+        last = Signal()
+        bad_keep = Signal()
+        may_emit = Signal()  # the beat's packet was accepted by the beat or an earlier one (held beats)
+        may_hold = Signal()  # ... or may still be
         m.d.comb += [
-            emit.eq(step & ~tap.bad_keep & this.ends),
-            hold.eq(emit & following.ends),
-            self.ready.eq(~(live & ~room) & ~hold),
+            beat.eq(Mux(held, skid.data, tap.data)),
+            filled.eq(Mux(held, skid.filled, tap.filled)),
+            last.eq(Mux(held, skid.last, tap.last)),
+            bad_keep.eq(Mux(held, skid.bad_keep, tap.bad_keep)),
+            may_emit.eq(Mux(held, skid.active | self.last_accepted, self.accepted)),
+            may_hold.eq(Mux(held, skid.active | self.last_accepted, self.viable)),
         ]
 
-        with m.If(step):
-            with m.If(tap.bad_keep):
-                m.d.comb += [finish.eq(1), self.truncated.eq(1)]
-            with m.Elif(this.at_end):
-                m.d.comb += [finish.eq(1), self.truncated.eq(this.short)]
-            with m.Elif(this.bad):
-                m.d.comb += [finish.eq(1), self.bad_length.eq(1)]
-            with m.Elif(this.ends):
+        started = Signal()  # the first block was reached: the positions follow the blocks
+        finished = Signal()  # the packet is done with: ignore the rest of the frame
+        known = Signal()  # the current block's length is registered (`pending_at` is the next block's)
+        body_at = Signal(POSITION)  # the current block's message
+        pending_at = Signal(POSITION)  # the message of the block whose length is awaited
+        length_high = Signal(8)  # the awaited length's first byte, from an earlier beat
+        length = Signal(range(MESSAGE_BYTES + 1))  # the current block's message length, once known
+        room = Signal(16)  # UDP payload bytes from the awaited block's length on
+        index = Signal(16)  # the current block's index in the packet
+        blocks = Signal(16)  # `blocks` as a register (read from the beat after the header's last)
+        body = Signal(8 * MESSAGE_BYTES)  # message bytes from earlier beats
+        m.d.sync += blocks.eq(self.blocks)
+
+        body_place, pending_place = Place(body_at, filled), Place(pending_at, filled)
+        from_body = rotated(beat, body_at, 8)
+        from_pending = rotated(beat, pending_at, 8)
+        ends = Signal()  # the current block's last byte is in the beat
+        high_here = Signal()
+        completes = Signal()  # the awaited length's last byte is in the beat
+        m.d.comb += [
+            ends.eq(known & pending_place.carried(-BLOCK.length - 1)),
+            high_here.eq(pending_place.carried(-BLOCK.length)),
+            completes.eq(pending_place.carried(-1)),
+        ]
+        high = Mux(high_here, from_pending[-BLOCK.length % lanes], length_high)
+        low = from_pending[-1 % lanes]
+        new_length = Cat(low, high)
+        room_after = Signal(signed(18))  # payload bytes after the awaited block (negative: it runs past)
+        length_bad = Signal()
+        m.d.comb += [
+            room_after.eq(room - BLOCK.length - new_length),
+            length_bad.eq((new_length == 0) | (new_length > MESSAGE_BYTES) | room_after[-1]),
+        ]
+        # The awaited block ends in this beat too (a short block, never ITCH): the beat needs another cycle.
+        if lanes > 1:
+            short = (high == 0) & (low != 0) & (low < lanes) & (pending_at[: lane_bits + 1] + low[:lane_bits] <= lanes)
+        else:
+            short = Const(0)
+
+        # The first block is reached with the beat holding the header's last byte (acceptance), the next
+        # one with the beat where the current one ends: then the checks on the block there are made.
+        first = Signal()
+        m.d.comb += first.eq(~started & self.viable & body_place.in_beat(-BLOCK.length - 1))
+        engaged = started | first
+        boundary = first | ends
+        # A block is still announced after the current one. At the first block the count arrives with the
+        # beat: then only an empty payload is looked at (a count of 0 with a payload is dropped anyway), and
+        # whether that truncates waits a cycle for the count in `blocks`.
+        more = Signal()
+        m.d.comb += more.eq(index + 1 < blocks)
+
+        want_emit = Signal()
+        blocked = Signal()  # the output register is full: wait with the beat in the skid
+        go = Signal()
+        finish = Signal()
+        hold = Signal()
+        done = Signal()  # the beat leaves the framer
+        m.d.comb += [
+            want_emit.eq(present & engaged & ~finished & ~bad_keep & ends),
+            blocked.eq(want_emit & out.valid & ~out.ready),  # (a dropped packet's beat may wait too)
+            go.eq(present & engaged & ~finished & ~blocked),
+        ]
+        truncating = Signal()  # decisions on the beat, strobed if its packet is accepted
+        rejecting = Signal()
+        stops = Signal()  # the packet ends at the block boundary in this beat
+        empty_first = Signal()  # the payload ends at the first block: truncated unless the count is 0
+        m.d.comb += stops.eq(boundary & (room < BLOCK.length) | ends & ~more)
+        with m.If(go):
+            m.d.sync += started.eq(1)
+            with m.If(bad_keep):
+                m.d.comb += [finish.eq(1), truncating.eq(1)]
+            with m.Elif(boundary & (room == 0)):
+                m.d.comb += [finish.eq(1), truncating.eq(ends & more), empty_first.eq(first)]
+            with m.Elif(stops):
+                m.d.comb += [finish.eq(1), rejecting.eq(1)]
+            with m.Elif(completes & length_bad):
+                m.d.comb += [finish.eq(1), rejecting.eq(1)]
+        m.d.comb += [
+            # Not `finish` (late: it waits for the length check's subtraction): a bad short block may
+            # cost a held cycle before the packet is dropped.
+            hold.eq(go & ~bad_keep & ~stops & completes & short & may_hold),
+            done.eq(present & ~hold & ~blocked),
+        ]
+
+        def moved(here: Value, beyond: Value) -> Value:
+            """A position next cycle: counted from the next beat (`lanes` further on, `beyond`) once this
+            one is done. Both are computed and `done`, known late, picks one."""
+            return Mux(done, beyond, here)
+
+        with m.If(high_here):
+            m.d.sync += length_high.eq(from_pending[-BLOCK.length % lanes])
+        # Before the first block the positions follow `first_block` (the next cycle's beat is `lanes`
+        # further on when this one is taken), clamped to POSITION: far ahead stays far ahead.
+        first_at = Signal(signed(OFFSET_WIDTH + 2))
+        m.d.comb += first_at.eq(self.first_block + BLOCK.length - tap.offset - Mux(tap.take, lanes, 0))
+        far = (1 << (POSITION.width - 1)) - 1
+        clamped = Mux(first_at > far, far, Mux(first_at < -far // 2, -far // 2, first_at))
+        with m.If(~engaged):
+            m.d.sync += [
+                body_at.eq(clamped),
+                pending_at.eq(clamped),
+                known.eq(0),
+                room.eq(self.payload_length - moldudp64.HEADER.length),
+                index.eq(0),
+            ]
+        with m.Elif(go):  # also when finishing: `finished` makes the rest of the frame ignored
+            body_next = Mux(ends, pending_at, body_at)
+            m.d.sync += [
+                body_at.eq(moved(body_next, body_next - lanes)),
+                index.eq(index + ends),
+            ]
+            with m.If(completes):
                 m.d.sync += [
-                    index.eq(index + 1),
-                    current.eq(this.after),
-                    body_at.eq(this.after + BLOCK.length),
-                    started.eq(1),
+                    known.eq(1),
+                    length.eq(low),
+                    room.eq(room_after),
+                    pending_at.eq(moved(pending_at + BLOCK.length + low, pending_at + (BLOCK.length - lanes) + low)),
                 ]
-                with m.If(following.at_end):
-                    m.d.comb += [finish.eq(1), self.truncated.eq(following.short)]
-                with m.Elif(following.bad):
-                    m.d.comb += [finish.eq(1), self.bad_length.eq(1)]
+            with m.Else():
+                m.d.sync += pending_at.eq(moved(pending_at, pending_at - lanes))
+            with m.If(~completes & ends):
+                m.d.sync += known.eq(0)
+        with m.Elif(done):
+            m.d.sync += [body_at.eq(body_at - lanes), pending_at.eq(pending_at - lanes)]
         with m.If(finish):
             m.d.sync += finished.eq(1)
-        with m.If(tap.take & tap.last):
-            with m.If(live & ~finish):  # the frame ended inside the payload
-                m.d.comb += self.truncated.eq(1)
-            m.d.sync += [started.eq(0), finished.eq(0), index.eq(0)]
+        with m.If(done & last):
+            with m.If(engaged & ~finished & ~finish):  # the frame ended inside the payload
+                m.d.comb += truncating.eq(1)
+            m.d.sync += [started.eq(0), finished.eq(0)]
+        m.d.sync += held.eq(hold | blocked)
 
-        # The block registers keep what earlier beats carried of the block being assembled: the current
-        # one, or the next one when the current one ends in this beat.
-        write_at = Signal(OFFSET_WIDTH + 1)
-        m.d.comb += write_at.eq(Mux(this.ends, this.after, current))
-        with m.If(tap.take):
-            for k, (carried, byte) in enumerate(bytes_at(m, tap, write_at, BLOCK.length)):
-                with m.If(carried):
-                    m.d.sync += length_taken[8 * k : 8 * k + 8].eq(byte)
-            for k, (carried, byte) in enumerate(bytes_at(m, tap, write_at + BLOCK.length, MESSAGE_BYTES)):
-                with m.If(carried):
-                    m.d.sync += body_taken[8 * k : 8 * k + 8].eq(byte)
+        # A live beat's verdict comes the cycle after it is taken: its decisions wait for it in registers;
+        # a held beat's is known.
+        truncating_live, rejecting_live = Signal(), Signal()
+        truncating_held, rejecting_held = Signal(), Signal()
+        empty_first_live = Signal()  # (the first block is never in a held beat before its check)
+        m.d.sync += [
+            empty_first_live.eq(empty_first),
+            truncating_live.eq(~held & truncating),
+            rejecting_live.eq(~held & rejecting),
+            truncating_held.eq(held & may_emit & truncating),
+            rejecting_held.eq(held & may_emit & rejecting),
+        ]
+        m.d.comb += [
+            self.truncated.eq(
+                truncating_held | (truncating_live | empty_first_live & (blocks != 0)) & self.last_accepted
+            ),
+            self.bad_length.eq(rejecting_held | rejecting_live & self.last_accepted),
+        ]
 
-        body = bytes_at(m, tap, body_at, MESSAGE_BYTES)
+        # Each message byte is taken from the lane that carries it, the lanes picked by the low bits of
+        # registered positions. When the current block ends in the beat, the bytes after it belong to
+        # the next block, unless the beat waits for the output (the current message is not out yet) or
+        # there is no beat. Other bytes are written whatever the beat: a position with no beat yet is
+        # written again by the beat that brings it.
+        next_written = Signal()
+        m.d.comb += next_written.eq(known & present & ~blocked)
+        for k in range(MESSAGE_BYTES):
+            kept = body[8 * k : 8 * k + 8]
+            with m.If(next_written & pending_place.in_beat(k)):
+                m.d.sync += kept.eq(from_pending[k % lanes])
+            with m.Elif(body_place.in_beat(k)):
+                m.d.sync += kept.eq(from_body[k % lanes])
         message = Cat(
-            Mux(k < this.length, Mux(carried, byte, body_taken[8 * k : 8 * k + 8]), 0)
-            for k, (carried, byte) in enumerate(body)
+            Mux(k < length, Mux(body_place.in_beat(k), from_body[k % lanes], body[8 * k : 8 * k + 8]), 0)
+            for k in range(MESSAGE_BYTES)
         )
-        with m.If(out.ready):
-            m.d.sync += out.valid.eq(0)
-        with m.If(emit):
+        with m.If(~out.valid | out.ready):
             m.d.sync += [
-                out.valid.eq(1),
+                out.valid.eq(want_emit & may_emit),
                 out.payload.data.eq(message),
-                out.payload.length.eq(this.length),
+                out.payload.length.eq(length),
                 out.payload.sequence.eq(self.first_sequence + index),
                 out.payload.line.eq(self._line),
             ]

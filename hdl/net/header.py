@@ -13,7 +13,7 @@ packet must be dropped for it (meaningful once resolved). The feed line walks th
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,7 +21,7 @@ from ...proto.fields import Layout
 from ..fields import wire_shape
 from ..stream import frame_layout
 
-__all__ = ["CHECK", "OFFSET_WIDTH", "BeatTracker", "HeaderCapture", "bytes_at", "tap_layout"]
+__all__ = ["CHECK", "OFFSET_WIDTH", "BeatTracker", "HeaderCapture", "Place", "bytes_at", "rotated", "tap_layout"]
 
 OFFSET_WIDTH = 17
 """Bits of a frame byte position: a whole IPv4 packet (up to 65535 bytes) behind an 18-byte tagged header."""
@@ -40,37 +40,85 @@ def tap_layout(data_width: int) -> data.StructLayout:
             "first": 1,  # the frame's first beat
             "last": 1,  # the frame's last beat
             "bad_keep": 1,  # the beat breaks the keep rules (see BeatTracker)
+            "filled": unsigned(data_width // 8),  # lane i holds a frame byte (offset + i < end)
             "offset": unsigned(OFFSET_WIDTH),  # frame position of lane 0
             "end": unsigned(OFFSET_WIDTH + 1),  # frame position past the beat's last byte (offset if none)
         }
     )
 
 
-def _lane_bits(data_width: int) -> int:
-    return (data_width // 8 - 1).bit_length()
+def _lane_bits(lanes: int) -> int:
+    return (lanes - 1).bit_length()
+
+
+def rotated(word: Value, at: Value, size: int) -> list[Value]:
+    """The lanes of a beat's `word` (`size` bits a lane, `size` a power of 2) from frame position `at` on,
+    wrapping round the beat: item j is the lane that holds position `at` + j when the beat does. A lane
+    is the low bits of a frame position (a beat's lane 0 is a multiple of the lane count), so the lanes are
+    picked by the low bits of `at`: a mux, no adder."""
+    lanes = len(word) // size
+    if lanes == 1:
+        return [word]
+    doubled = Cat(word, word)
+    shifted = doubled.bit_select(Cat(Const(0, (size - 1).bit_length()), at[: _lane_bits(lanes)]), size * lanes)
+    return [shifted[size * j : size * j + size] for j in range(lanes)]
+
+
+class Place:
+    """Which frame positions `at` + k a beat holds, for `at` counted from the beat's lane 0 (the low bits
+    its lane, the others the beat as a two's complement count). Decoded without adders: the beat of `at`
+    against a constant and its lane against a threshold; `filled` (the tap's) says which lanes hold bytes.
+    """
+
+    def __init__(self, at: Value, filled: Value) -> None:
+        self.at = at
+        self.lanes = len(filled)
+        self.filled = rotated(filled, at, 1)
+
+    def in_beat(self, k: int) -> Value:
+        """Position `at` + k falls in the beat's lanes."""
+        lanes, lane_bits = self.lanes, _lane_bits(self.lanes)
+        if lanes == 1:
+            return self.at == -k
+        beat_of, lane_of = self.at[lane_bits:], self.at[:lane_bits]
+
+        def beat_is(beats: int) -> Value:
+            return beat_of == (beats % (1 << len(beat_of)))
+
+        whole, part = -(k // lanes), k % lanes  # at + k = lanes * (beat + k // lanes) + lane + part
+        if part == 0:
+            return beat_is(whole)
+        wraps = lane_of >= lanes - part  # lane + part reaches the next beat
+        return Mux(wraps, beat_is(whole - 1), beat_is(whole))
+
+    def carried(self, k: int) -> Value:
+        """... and the beat holds a byte there."""
+        return self.in_beat(k) & self.filled[k % self.lanes]
 
 
 def bytes_at(m: Module, tap, start: Value, count: int) -> list[tuple[Value, Value]]:
     """(carried, byte) for frame bytes start .. start + count - 1: whether the tap's beat carries the byte
     (an offered beat, within its valid lanes) and the lane that would hold it."""
-    lane_bits = _lane_bits(len(tap.data))
-    # Named signals, so that every byte shares them instead of repeating the expression behind `start`.
-    rel = Signal(signed(OFFSET_WIDTH + 2))  # where the beat starts, counted from `start` (negative: before)
-    rel_end = Signal(signed(OFFSET_WIDTH + 2))
-    m.d.comb += [rel.eq(tap.offset - start), rel_end.eq(tap.end - start)]
-    out = []
-    for k in range(count):
-        carried = (rel <= k) & (rel_end > k)
-        byte = tap.data[:8] if lane_bits == 0 else tap.data.word_select((k - rel)[:lane_bits], 8)
-        out.append((carried, byte))
-    return out
+    lanes = len(tap.data) // 8
+    lane_bits = _lane_bits(lanes)
+    # `start` counted from the beat's lane 0: its lane, and the beats between (one subtraction, shared).
+    beats = Signal(signed(OFFSET_WIDTH - lane_bits + 1))
+    m.d.comb += beats.eq(start[lane_bits:] - tap.offset[lane_bits:])
+    at = Cat(start[:lane_bits], beats) if lanes > 1 else beats
+    place = Place(at, tap.filled)
+    # Each byte's lane straight from the low bits of `start` (a register): the same as `rotated` would
+    # give, written per byte because the rotation here makes yowasp's ABC9 fail on FeedLine(64).
+    if lanes == 1:
+        return [(place.carried(k), tap.data) for k in range(count)]
+    return [(place.carried(k), tap.data.word_select((start[:lane_bits] + k)[:lane_bits], 8)) for k in range(count)]
 
 
 class BeatTracker(wiring.Component):
     """Counts the frame's bytes and builds the tap every stage of the line watches.
 
     Accepts the beat on the line's `frames` stream (`beat`, `valid`) and whether it is taken (`take`).
-    Emits `tap` combinationally: the beat, its frame position, and `bad_keep` when the beat breaks the
+    Emits `tap` combinationally: the beat, its frame position, the lanes holding frame bytes (`filled`),
+    and `bad_keep` when the beat breaks the
     frame rules of hdl.stream (a beat other than the last not full; a last beat empty or whose lanes are
     not contiguous from lane 0). A non-last beat counts as full whatever its `keep`, a last one as many
     bytes as `keep` has bits set. Latency 0 (the position is a register, the rest passes through); one beat
@@ -107,6 +155,7 @@ class BeatTracker(wiring.Component):
             tap.first.eq(offset == 0),
             tap.last.eq(beat.last),
             tap.bad_keep.eq(self.valid & Mux(beat.last, last_bad, keep != full)),
+            tap.filled.eq(Cat(self.valid & (valid_lanes > i) for i in range(lanes))),
             tap.offset.eq(offset),
             tap.end.eq(offset + Mux(self.valid, valid_lanes, 0)),
         ]

@@ -3,7 +3,7 @@ multicast group filter."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,15 +38,17 @@ class Ipv4Parser(wiring.Component):
 
     - `header_check`: version 4, IHL >= 5, total length >= IHL*4 + `min_payload` (room for the UDP header);
     - `checksum_check`: the ones' complement sum of all IHL*4 header bytes, options included, is 0xFFFF
-      (resolved when the last option byte has arrived; the sum is kept in a register as the beats pass);
+      (resolved when the last option byte has arrived; the sum is kept in a register as the beats pass,
+      so `failed` reads it the cycle after the beat resolving the check is taken, until the next frame's
+      first beat is);
     - `fragment_check`: not a fragment (more-fragments clear and fragment offset 0; DF is not looked at);
     - `protocol_check`: UDP (17);
     - `destination_check`: the destination address is a valid entry of `groups`; `group_hits` says which;
     - `header` (the 20 bytes as IPV4).
 
     Registered (1 cycle after the IHL / total length bytes are taken, long before the bytes they place):
-    `payload_start` (start + IHL*4), `payload_length` (total length - IHL*4), `payload_end` (start + total
-    length: later frame bytes are Ethernet padding).
+    `payload_start` (start + IHL*4) and `payload_length` (total length - IHL*4; later frame bytes are
+    Ethernet padding).
 
     The checks only mean something in order, each after the ones before it passed (the IHL that places
     the options is only trusted once `header_check` passed). Latency 0; one beat a cycle. A frame that ends
@@ -70,7 +72,6 @@ class Ipv4Parser(wiring.Component):
                 "group_hits": Out(n_groups),
                 "payload_start": Out(OFFSET_WIDTH),
                 "payload_length": Out(16),
-                "payload_end": Out(OFFSET_WIDTH),
                 "header": Out(wire_shape(net.IPV4)),
             }
         )
@@ -107,35 +108,47 @@ class Ipv4Parser(wiring.Component):
         m.d.sync += [
             header_end.eq(start + header_length),
             self.payload_length.eq(total_length - header_length),
-            self.payload_end.eq(start + total_length),
         ]
         m.d.comb += self.payload_start.eq(header_end)
 
-        # The checksum covers the options, which the capture does not keep: sum every header byte as it
-        # passes (IPv4 starts at an even position, so an even position is the high byte of its word).
-        # The first 20 bytes are summed whatever the IHL; `header_end` is settled before any byte past them.
+        # The checksum covers the options, which the capture does not keep: every header byte is summed
+        # into a register as it passes (IPv4 starts at an even position, so an even position is the high
+        # byte of its word). The first 20 bytes are summed whatever the IHL; `header_end` is settled before
+        # any byte past them. Lanes are placed by beat and lane compares against registers (no adders), the
+        # beat's words are added to the sum in carry-save form with one carry chain at the end.
         lanes = self._data_width // 8
-        beat_sum = 0
+        lane_bits = (lanes - 1).bit_length()
+        beat_of = tap.offset[lane_bits:]
+
+        def before(end: Value, i: int) -> Value:
+            """Frame position offset + i comes before `end`."""
+            if lanes == 1:
+                return tap.offset < end
+            end_beat, end_lane = end[lane_bits:], end[:lane_bits]
+            return (beat_of < end_beat) | (beat_of == end_beat) & (i < end_lane)
+
+        fixed_end = Mux(tagged, untagged_start + tag + net.IPV4.length, untagged_start + net.IPV4.length)
+        words = []
         for i in range(lanes):
-            at = tap.offset + i
             byte = tap.data[8 * i : 8 * i + 8]
-            in_fixed = (at >= untagged_start) & ~(tagged & (at < untagged_start + tag))
-            before_end = Mux(tagged, at < untagged_start + tag + net.IPV4.length, at < untagged_start + net.IPV4.length)
-            inside = in_fixed & (before_end | (at < header_end)) & (at < tap.end)
-            high = ~at[0]
-            beat_sum += Mux(inside, Mux(high, byte << 8, byte), 0)
+            inside = ~before(start, i) & (before(fixed_end, i) | before(header_end, i)) & tap.filled[i]
+            masked = Mux(inside, byte, 0)
+            if lanes == 1:
+                words.append(Mux(tap.offset[0], masked, masked << 8))
+            else:
+                words.append(masked << 8 if i % 2 == 0 else masked)  # lane parity is position parity
         total = Signal(22)  # 30 words of at most 0xFFFF
-        so_far = Signal(22)
-        m.d.comb += so_far.eq(total + beat_sum)
+        terms = [*words, Mux(tap.first, 0, total)]
+        while len(terms) > 2:  # carry-save: three terms into two, one LUT level
+            a, b, c, *rest = terms
+            terms = [*rest, a ^ b ^ c, ((a & b) | (a & c) | (b & c)) << 1]
         with m.If(tap.take):
-            m.d.sync += total.eq(so_far)
-            with m.If(tap.last):
-                m.d.sync += total.eq(0)
-        fold = so_far[:16] + so_far[16:]
-        fold = (fold[:16] + fold[16:])[:16]
+            m.d.sync += total.eq(sum(terms))
+        # total = 0x10000 h + l is a multiple of 0xFFFF when h + l is, that is when l = 0xFFFF - h (h is
+        # small): the ones' complement sum is 0xFFFF without folding it.
         m.d.comb += [
             self.checksum_check.resolved.eq(complete & (tap.end >= header_end)),
-            self.checksum_check.failed.eq((fold != 0xFFFF) & (so_far != 0)),  # 0 only for an all-zero header
+            self.checksum_check.failed.eq((total[:16] != ~Cat(total[16:], Const(0, 10))) & (total != 0)),
         ]
 
         flags = value(raw, net.IPV4, "flags_fragment_offset")
