@@ -17,57 +17,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 from amaranth.back import verilog
-from amaranth.hdl import Module
-from amaranth.lib import stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.hdl import Signal, Value
+from amaranth.lib import wiring
 from common import record
 
 from wirebook.hdl.book.engine import BookEngine
 from wirebook.hdl.csr.bank import CsrBank
 from wirebook.hdl.feed_line import FeedLine
-from wirebook.hdl.itch.decoder import ItchDecoder
-from wirebook.hdl.mold.arbiter import LineArbiter
-from wirebook.hdl.stream import DECODED, MESSAGE
+from wirebook.hdl.feed_merge import FeedMerge
 from wirebook.hw import synthesis
 
 
-class MergeStage(wiring.Component):
-    """The two lines' ItchDecoders and the LineArbiter as the core wires them, with plain output ports
-    (the arbiter's own output has a constant ready, which a top-level module cannot have)."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            {
-                "lines": In(stream.Signature(MESSAGE)).array(2),
-                "out_valid": Out(1),
-                "out_payload": Out(DECODED),
-                "space": In(1),
-            }
-        )
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.arbiter = arbiter = LineArbiter(DECODED)
-        for index, line in enumerate(self.lines):
-            decoder = m.submodules[f"decoder_{index}"] = ItchDecoder()
-            m.d.comb += [
-                decoder.message.eq(line.payload),
-                arbiter.lines[index].payload.eq(decoder.decoded),
-                arbiter.lines[index].valid.eq(line.valid),
-                line.ready.eq(arbiter.lines[index].ready),
-            ]
-        m.d.comb += [
-            self.out_valid.eq(arbiter.messages.valid),
-            self.out_payload.eq(arbiter.messages.payload),
-            arbiter.space.eq(self.space),
-        ]
-        return m
+def ports(block: wiring.Component) -> list[Signal]:
+    """The block's port signals, for a top-level module: a stream that is always ready (FeedMerge's
+    output) has a constant there, which a module port cannot be."""
+    values = [Value.cast(value) for _, _, value in block.signature.flatten(block)]
+    return [value for value in values if isinstance(value, Signal)]
 
 
 # label -> (the block, route it)
 BLOCKS: dict[str, tuple[Callable[[], wiring.Component], bool]] = {
     "FeedLine(64)": (lambda: FeedLine(64, line=0), True),
-    "MergeStage (2 ItchDecoder, LineArbiter)": (lambda: MergeStage(), True),
+    "FeedMerge (2 ItchDecoder, LineArbiter)": (lambda: FeedMerge(), True),
     "BookEngine()": (lambda: BookEngine(), False),
     "CsrBank()": (lambda: CsrBank(), True),
 }
@@ -91,7 +62,8 @@ def main() -> int:
             folder = Path(scratch) / re.sub(r"\W", "", label)
             folder.mkdir()
             source = folder / "block.v"
-            source.write_text(verilog.convert(make(), name="block", emit_src=False))
+            block = make()
+            source.write_text(verilog.convert(block, name="block", ports=ports(block), emit_src=False))
             used = synthesis.synth_ecp5(source, "block", folder)
             timing = synthesis.place_route_ecp5(used.netlist, folder, route=route)
             fmax = f"{timing.fmax_mhz.get('clk', 0):.1f}" + ("" if route else " (placement estimate)")

@@ -1,8 +1,8 @@
 """The card's core: two feed lines of Ethernet frames in, BBO update records out, CSRs on AXI4-Lite.
 
-    s_axis_a ─ FeedLine(A) ─ ItchDecoder ─┐
-                                           ├─ LineArbiter ─ BypassFIFO ─ BookEngine ─ m_axis_bbo
-    s_axis_b ─ FeedLine(B) ─ ItchDecoder ─┘
+    s_axis_a ─ FeedLine(A) ─┐ FeedMerge: ItchDecoder per line,
+                             ├─ then LineArbiter ─ BypassFIFO ─ BookEngine ─ m_axis_bbo
+    s_axis_b ─ FeedLine(B) ─┘
     s_axil ─ CsrBank (proto.registers): configuration, commands, status, counters
 
 `wirebook hdl verilog -o feed_handler.v` writes the Verilog (`write_verilog`).
@@ -24,9 +24,8 @@ from .book.engine import BookEngine
 from .bypass_fifo import BypassFIFO
 from .csr.bank import CsrBank
 from .feed_line import FeedLine
-from .itch.decoder import ItchDecoder
-from .mold.arbiter import LineArbiter
-from .stream import BOOK_OP, DATA_WIDTHS, DECODED
+from .feed_merge import FeedMerge
+from .stream import BOOK_OP, DATA_WIDTHS
 
 __all__ = ["FeedHandler", "build_id"]
 
@@ -66,10 +65,10 @@ class FeedHandler(wiring.Component):
 
     Accepts: on `s_axis_a` / `s_axis_b` Ethernet frames without FCS, `data_width` bits a beat (first byte
     in the lowest lane; every beat full but the last). Frames are filtered, parsed and framed per line
-    (FeedLine: MAC, VLAN, IPv4, UDP, MoldUDP64), each line's messages decoded on their way into the
-    arbiter (ItchDecoder, combinational), the lines merged by sequence number (LineArbiter: the first
-    arrival wins, gaps and duplicates counted), and the book operations applied to the book of the
-    subscribed instruments (BookEngine). Messages are counted by type as they leave the arbiter.
+    (FeedLine: MAC, VLAN, IPv4, UDP, MoldUDP64), each line's messages decoded (ItchDecoder, combinational)
+    and the lines merged by sequence number (FeedMerge's LineArbiter: the first arrival wins, gaps and
+    duplicates counted), and the book operations applied to the book of the subscribed instruments
+    (BookEngine). Messages are counted by type as they leave the merge.
     Emits: on `m_axis_bbo` one 512-bit beat (tlast set, all tkeep) per BBO update record
     (proto.bbo.RECORD, byte k at bits 8k..8k+7) whenever an instrument's top of book or flags change; the
     record carries the MoldUDP64 sequence of the causing message and the card clock (`clock` register,
@@ -129,7 +128,7 @@ class FeedHandler(wiring.Component):
         m.d.comb += status.clock.eq(clock)
 
         # Feed lines.
-        arbiter = m.submodules.arbiter = LineArbiter(DECODED)
+        merge = m.submodules.merge = FeedMerge()
         end_of_session_seen = Signal()
         for index, name in enumerate(LINES):
             line = FeedLine(self.data_width, line=index, n_groups=registers.N_GROUPS)
@@ -151,13 +150,7 @@ class FeedHandler(wiring.Component):
                 entry, source = line.groups[g], config.group[g]
                 m.d.comb += [entry.valid.eq(source.valid), entry.address.eq(source.address),
                              entry.port.eq(source.port)]  # fmt: skip
-            decoder = m.submodules[f"decoder_{name.lower()}"] = ItchDecoder()
-            m.d.comb += [
-                decoder.message.eq(line.messages.payload),
-                arbiter.lines[index].payload.eq(decoder.decoded),
-                arbiter.lines[index].valid.eq(line.messages.valid),
-                line.messages.ready.eq(arbiter.lines[index].ready),
-            ]
+            wiring.connect(m, line.messages, merge.lines[index])
             m.d.comb += [
                 counter[f"frames{suffix}"].eq(line.frame_seen),
                 counter[f"packets_accepted{suffix}"].eq(line.packet_accepted),
@@ -175,27 +168,27 @@ class FeedHandler(wiring.Component):
             m.d.sync += end_of_session_seen.eq(0)
 
         m.d.comb += [
-            arbiter.reset.eq(command.sequence_reset | command.book_clear),
-            arbiter.expected_set.eq(command.expected_set),
-            arbiter.expected_value.eq(config.expected_value),
-            status.expected_sequence.eq(arbiter.expected),
-            status.expected_known.eq(arbiter.expected_known),
-            status.last_gap_first.eq(arbiter.gap_first),
-            status.last_gap_count.eq(arbiter.gap_count),
+            merge.reset.eq(command.sequence_reset | command.book_clear),
+            merge.expected_set.eq(command.expected_set),
+            merge.expected_value.eq(config.expected_value),
+            status.expected_sequence.eq(merge.expected),
+            status.expected_known.eq(merge.expected_known),
+            status.last_gap_first.eq(merge.gap_first),
+            status.last_gap_count.eq(merge.gap_count),
             status.end_of_session_seen.eq(end_of_session_seen),
-            counter.messages_accepted.eq(arbiter.messages.valid),
-            counter.duplicates.eq(arbiter.duplicates),
-            counter.gaps.eq(arbiter.gap),
-            counter.missing_messages.eq(Mux(arbiter.gap, arbiter.gap_count, 0)),  # an amount per gap
+            counter.messages_accepted.eq(merge.messages.valid),
+            counter.duplicates.eq(merge.duplicates),
+            counter.gaps.eq(merge.gap),
+            counter.missing_messages.eq(Mux(merge.gap, merge.gap_count, 0)),  # an amount per gap
         ]
 
-        # What the arbiter passes: book operations to the book, every message counted and read for status.
-        passed = arbiter.messages
+        # What the merge passes: book operations to the book, every message counted and read for status.
+        passed = merge.messages
         ops = m.submodules.ops = BypassFIFO(BOOK_OP, OP_FIFO_DEPTH)
         taken = passed.valid
         decoded = passed.payload
-        m.d.comb += [  # the arbiter passes a message only when the FIFO has promised room for it
-            arbiter.space.eq(ops.space),
+        m.d.comb += [  # the merge passes a message only when the FIFO has promised room for it
+            merge.space.eq(ops.space),
             ops.i.payload.eq(decoded.op),
             ops.i.valid.eq(passed.valid & decoded.book),
         ]

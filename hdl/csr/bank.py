@@ -202,7 +202,7 @@ class CsrBank(wiring.Component):
         mapped_pairs = sorted({address >> (WORD_ADDRESS_LSB + 1) for address, *_ in self.registers.cells()})
         blocks = sorted({p >> PAIR_IN_BLOCK_BITS for p in mapped_pairs})
         block_hit = {b: Signal(name=f"block_hit_{b}") for b in blocks}
-        pair_in_block = Signal(PAIR_IN_BLOCK_BITS)
+        pair_hit = Signal(PAIRS_PER_BLOCK)  # the pair within its block, one-hot
         upper = Signal()  # the access is to the upper word of its pair
         half_hit = Signal(2)  # which words of the pair the access selects: both for a read
         error = Signal()  # unmapped, or a write to a read-only word
@@ -215,7 +215,7 @@ class CsrBank(wiring.Component):
         latched_pairs = [p for p, (_, is_latched) in pairs.items() if is_latched]
         m.d.sync += [
             *(block_hit[b].eq(block_of == b) for b in blocks),
-            pair_in_block.eq(pair[:PAIR_IN_BLOCK_BITS]),
+            *(pair_hit[k].eq(pair[:PAIR_IN_BLOCK_BITS] == k) for k in range(PAIRS_PER_BLOCK)),
             upper.eq(word[0]),
             half_hit.eq(Mux(is_write, Mux(word[0], 0b10, 0b01), 0b11)),
             latched.eq(pair.matches(*latched_pairs) if latched_pairs else 0),
@@ -227,13 +227,19 @@ class CsrBank(wiring.Component):
                 with m.Case(address >> WORD_ADDRESS_LSB):
                     m.d.sync += error.eq(0 if r.access.writable else is_write)
 
-        # Stage 3: the word, one-hot (both words of the pair for a read: the upper one may be latched).
+        # Stage 3: the word, one-hot (both words of the pair for a read: the upper one may be latched), and for
+        # a write its word's enable, so that each writable word has a flip-flop of its own deciding its write.
         selected = {}  # by word address
+        write_enable = {}  # by word address, for writable words
+        writable = {address >> WORD_ADDRESS_LSB for address, r, _, _ in self.registers.cells() if r.access.writable}
         for p in mapped_pairs:
-            in_block = block_hit[p >> PAIR_IN_BLOCK_BITS] & (pair_in_block == p % PAIRS_PER_BLOCK)
+            in_block = block_hit[p >> PAIR_IN_BLOCK_BITS] & pair_hit[p % PAIRS_PER_BLOCK]
             for half in (0, 1):
                 selected[2 * p + half] = Signal(name=f"selected_{2 * p + half}")
                 m.d.sync += selected[2 * p + half].eq(in_block & half_hit[half])
+                if 2 * p + half in writable:
+                    write_enable[2 * p + half] = Signal(name=f"write_enable_{2 * p + half}")
+                    m.d.sync += write_enable[2 * p + half].eq(in_block & half_hit[half] & writing[1])
 
         # Stage 4: a write takes effect and is done.
         def write_bytes(target: Value, k: int) -> None:
@@ -246,10 +252,11 @@ class CsrBank(wiring.Component):
                 with m.If(w_strb[lane]):
                     m.d.sync += target[lo:hi].eq(w_data[8 * lane : 8 * lane + hi - lo])
 
-        write_stage = writing[2]
         strobe_bits = Cat(*(w_strb[lane].replicate(8) for lane in range(DATA_WIDTH // 8)))
         for address, r, i, k in self.registers.cells():
-            addressed = write_stage & selected[address >> WORD_ADDRESS_LSB]
+            if not r.access.writable:
+                continue
+            addressed = write_enable[address >> WORD_ADDRESS_LSB]
             if r.access is Access.CONFIG:
                 with m.If(addressed):
                     write_bytes(Value.cast(self._port_of(r, i)), k)

@@ -1,6 +1,6 @@
 """A/B line arbitration of one MoldUDP64 feed: the first arrival of each sequence number wins."""
 
-from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -39,17 +39,19 @@ class LineArbiter(wiring.Component):
 
     Control: ``reset`` (strobe) forgets the expected sequence; ``expected_set`` (strobe) makes
     ``expected_value`` the expected sequence (it wins over ``reset`` in the same cycle). Nothing passes or
-    is dropped in a cycle with either strobe nor in the cycle after (the heads are judged again against
-    the new state); heads may still be loaded.
+    is dropped in a cycle with either strobe nor in the two cycles after (the heads are judged again
+    against the new state); heads may still be loaded.
 
-    How it meets 156.25 MHz (bench/results/gateware_components.md has the measured figure): no 64-bit
-    compare sits in the one-cycle decision. Each head carries a registered `behind` flag and the heads'
-    order is registered, computed as a head is loaded from the incoming sequence against ``expected``,
-    the other head and the message passing that cycle (a head that is not behind stays so: only a
-    message of the same sequence, consumed with it, could pass it); the next expected sequence is a
-    head's sequence + 1, added from the registers in parallel. No late decision drives a wide enable: a
-    line's input is written every cycle into one of two slots and a load only switches the slot (the
-    other holds the head), and both heads are copied every cycle with the choice registered beside them.
+    Timing (bench/results/gateware_components.md has the measured figure): no compare sits in the
+    one-cycle decision. As a head is loaded, its sequence is compared with ``expected``, with both heads
+    (the message passing that cycle moves ``expected`` past its own sequence) and with the other line's
+    incoming or staying head, all from registers, and the results are registered; the next cycle the
+    registered loads and decision pick the head's `behind` flag and the heads' order from them (a head
+    that is not behind stays so: only a message of the same sequence, consumed with it, could pass it).
+    The next expected sequence is a head's sequence + 1, added from the registers in parallel. No late
+    decision drives a wide enable: a line's input is written every cycle into one of two slots and a
+    load only switches the slot (the other holds the head), and both heads are copied every cycle with
+    the choice registered beside them.
 
     Status (registered): ``duplicates`` (0, 1 or 2 dropped that cycle; the cycle after), ``expected`` /
     ``expected_known`` (the cycle after); ``gap`` strobes, with ``gap_first`` / ``gap_count`` already
@@ -90,14 +92,14 @@ class LineArbiter(wiring.Component):
 
         head = [Signal(self.payload, name=f"head_{name}") for name in "ab"]  # the head's message, combinational
         held = [Signal(name=f"held_{name}") for name in "ab"]  # the head register holds a message
-        behind = [Signal(name=f"behind_{name}") for name in "ab"]  # ... whose sequence < expected
-        b_first = Signal()  # head B's sequence < head A's
-        same_sequence = Signal()  # head A's sequence == head B's
-        stale = Signal()  # a control strobe last cycle: the flags are being judged again
+        behind = [Signal(name=f"behind_{name}") for name in "ab"]  # ... whose sequence < expected (combinational)
+        b_first = Signal()  # head B's sequence < head A's (combinational)
+        same_sequence = Signal()  # head A's sequence == head B's (combinational)
+        stale = Signal(2)  # a control strobe in one of the last two cycles: the flags are being judged again
 
-        # --- the decision, from registers only -----------------------------------------------------------------
+        # --- the decision, from registers and a select among registered compares ------------------------------
         control = self.reset | self.expected_set
-        decide = ~control & ~stale
+        decide = ~control & ~stale.any()
         room = self.space
         new = [held[x] & ~behind[x] for x in (A, B)]
         pick_b = new[B] & (~new[A] | b_first)
@@ -112,7 +114,7 @@ class LineArbiter(wiring.Component):
         for x in (A, B):
             m.d.comb += [lines[x].ready.eq(~held[x] | consumed[x]), load[x].eq(lines[x].valid & lines[x].ready)]
 
-        # --- the heads and their flags, judged as they load --------------------------------------------------------
+        # --- the heads, and the compares their flags are picked from -----------------------------------------------
         # A line's messages go into two slots: the input is written into one slot every cycle, loaded or not,
         # and a load keeps it there by switching the writes to the other slot, which holds the head. So the
         # late `load` decision drives one register, not a head register's hundreds of enables.
@@ -128,28 +130,62 @@ class LineArbiter(wiring.Component):
         for x in (A, B):
             with m.If(load[x]):
                 m.d.sync += [write_at[x].eq(~write_at[x]), held[x].eq(1), sequence[x].eq(incoming[x])]
-                # Behind the expected sequence after this cycle: behind the current one, or at most the
-                # sequence passing now (which the expected sequence moves past).
-                passed_over = Mux(pick_b, _at_most(incoming[x], sequence[B]), _at_most(incoming[x], sequence[A]))
-                m.d.sync += behind[x].eq((known & _less(incoming[x], expected)) | (passing & passed_over))
+            with m.Elif(consumed[x]):
+                m.d.sync += held[x].eq(0)
+
+        # Every compare a flag may need next cycle is made this cycle between registers and the incoming
+        # sequences, whether a line loads or not, and registered; next cycle the loads (registered beside them)
+        # pick the flags. So no compare is behind a late decision, and the decision only selects.
+        loaded = [Signal(name=f"loaded_{name}") for name in "ab"]
+        passed = Signal()  # a message passed in the loads' cycle
+        passed_b = Signal()  # ... from line B (not the output's `from_b`: that one's select fans out wide)
+        was_known = Signal()  # the expected sequence was known in the loads' cycle
+        behind_expected = [Signal(name=f"behind_expected_{name}") for name in "ab"]  # incoming < expected
+        at_most_a = [Signal(name=f"at_most_a_{name}") for name in "ab"]  # incoming <= head A's sequence
+        at_most_b = [Signal(name=f"at_most_b_{name}") for name in "ab"]  # incoming <= head B's sequence
+        m.d.sync += [loaded[x].eq(load[x]) for x in (A, B)]
+        m.d.sync += [passed.eq(passing), passed_b.eq(passing & pick_b), was_known.eq(known)]
+        for x in (A, B):
+            m.d.sync += [
+                behind_expected[x].eq(_less(incoming[x], expected)),
+                at_most_a[x].eq(_at_most(incoming[x], sequence[A])),
+                at_most_b[x].eq(_at_most(incoming[x], sequence[B])),
+            ]
+        # A head judged as it loads is behind the expected sequence after its cycle: behind the one then, or at
+        # most the sequence passing then (which the expected sequence moved past). A head that is not behind
+        # stays so (only a message of the same sequence, consumed with it, could pass it); after a control
+        # strobe every held head is judged again, from registers.
+        kept_behind = [Signal(name=f"kept_behind_{name}") for name in "ab"]
+        for x in (A, B):
+            judged = (was_known & behind_expected[x]) | (passed & Mux(passed_b, at_most_b[x], at_most_a[x]))
+            m.d.comb += behind[x].eq(Mux(loaded[x], judged, kept_behind[x]))
+            # every cycle, from registers; after a control strobe, the head held then judged against the new state
+            judged_again = Signal(name=f"judged_again_{'ab'[x]}")
+            m.d.sync += judged_again.eq(known & _less(sequence[x], expected))
+            with m.If(stale[1]):
+                m.d.sync += kept_behind[x].eq(Mux(loaded[x], judged, judged_again))
             with m.Else():
-                with m.If(consumed[x]):
-                    m.d.sync += held[x].eq(0)
-                with m.If(stale):
-                    m.d.sync += behind[x].eq(known & _less(sequence[x], expected))
-        # The heads' order after this cycle, each of them the incoming message or the staying head: all four
-        # pairs compared from registers, one picked by the loads (as and-or terms, so that synthesis keeps
-        # four compares rather than one behind a multiplexer of their operands).
-        next_b_first, next_same = 0, 0
+                m.d.sync += kept_behind[x].eq(behind[x])
+        # The heads' order: for each pair the loads can make (an incoming message or the staying head per line).
+        pair_b_first = {}
+        pair_same = {}
         for load_a, a in ((0, sequence[A]), (1, incoming[A])):
             for load_b, b in ((0, sequence[B]), (1, incoming[B])):
-                case = (load[A] == load_a) & (load[B] == load_b)
-                next_b_first |= case & _less(b, a)
-                next_same |= case & (a == b)
-        m.d.sync += [b_first.eq(next_b_first), same_sequence.eq(next_same)]
+                if load_a or load_b:  # both heads staying keep their flags
+                    pair = (load_a, load_b)
+                    pair_b_first[pair] = Signal(name=f"b_first_{load_a}{load_b}")
+                    pair_same[pair] = Signal(name=f"same_{load_a}{load_b}")
+                    m.d.sync += [pair_b_first[pair].eq(_less(b, a)), pair_same[pair].eq(a == b)]
+        kept_b_first = Signal()
+        kept_same = Signal()
+        m.d.sync += [kept_b_first.eq(b_first), kept_same.eq(same_sequence)]
+        for flag, pairs, kept in ((b_first, pair_b_first, kept_b_first), (same_sequence, pair_same, kept_same)):
+            m.d.comb += flag.eq(
+                Mux(loaded[A], Mux(loaded[B], pairs[1, 1], pairs[1, 0]), Mux(loaded[B], pairs[0, 1], kept))
+            )
 
         # --- the expected sequence -----------------------------------------------------------------------------
-        m.d.sync += stale.eq(control)
+        m.d.sync += stale.eq(Cat(control, stale[0]))
         with m.If(self.expected_set):
             m.d.sync += [expected.eq(self.expected_value), known.eq(1)]
         with m.Elif(self.reset):
@@ -167,16 +203,26 @@ class LineArbiter(wiring.Component):
         m.d.sync += [kept[A].eq(head[A]), kept[B].eq(head[B]), from_b.eq(pick_b)]
         m.d.comb += [out.payload.eq(Mux(from_b, kept[B].as_value(), kept[A].as_value())), out.payload.line.eq(from_b)]
 
-        # --- gaps, judged the cycle after a message passes, off the decision loop --------------------------------
-        judged = Signal()
-        judged_known = Signal()
+        # --- gaps: both heads compared with the expected sequence from registers while the decision is made, the
+        # passing one's result picked the cycle after (off the decision loop). The distance is subtracted in two
+        # 32-bit halves, the low one (with its borrow) in the first cycle, so no carry chain is 64 bits long.
+        differs = [Signal(name=f"differs_{name}") for name in "ab"]  # the head's sequence != expected
+        low = [Signal(33, name=f"distance_low_{name}") for name in "ab"]  # low 32 bits of sequence - expected, borrow
+        high = [Signal(32, name=f"sequence_high_{name}") for name in "ab"]
         judged_expected = Signal(64)
-        m.d.sync += [judged.eq(passing), judged_known.eq(known), judged_expected.eq(expected)]
-        judged_sequence = out.payload.sequence
-        is_gap = judged & judged_known & (judged_sequence != judged_expected)  # not behind: any difference
+        for x in (A, B):
+            m.d.sync += [
+                differs[x].eq(sequence[x] != expected),
+                low[x].eq(sequence[x][:32] - expected[:32]),
+                high[x].eq(sequence[x][32:]),
+            ]
+        m.d.sync += judged_expected.eq(expected)
+        is_gap = passed & was_known & Mux(passed_b, differs[B], differs[A])  # not behind: any difference
+        distance_low = Mux(passed_b, low[B], low[A])
+        distance_high = Mux(passed_b, high[B], high[A]) - judged_expected[32:] - distance_low[32]
         m.d.sync += self.gap.eq(is_gap)
         with m.If(is_gap):
-            m.d.sync += [self.gap_first.eq(judged_expected), self.gap_count.eq(judged_sequence - judged_expected)]
+            m.d.sync += [self.gap_first.eq(judged_expected), self.gap_count.eq(Cat(distance_low[:32], distance_high))]
         return m
 
 

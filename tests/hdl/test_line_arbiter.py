@@ -6,7 +6,7 @@ controls every cycle, keeps its own model of the arbiter's two head registers (a
 is its head from the next cycle) and applies `Policy`, a plain reference written from the policy, to
 them: every cycle it works out which heads are consumed (every duplicate head, even while the output is
 stalled; of the new heads the lower sequence, tie A, with the other line's copy of the same sequence;
-none in a control cycle or the cycle after) and checks each line's ready against it (empty or consumed
+none in a control cycle or the two cycles after) and checks each line's ready against it (empty or consumed
 head). Afterwards the passed messages, the duplicate and gap strobes (a gap with gap_first / gap_count, 2
 cycles after its head was consumed), the output a cycle after its head was consumed, and the final status
 must match the policy. Scenarios whose outcome does not depend on timing (both lines carry the same set
@@ -121,6 +121,9 @@ def scenarios() -> dict[str, Scenario]:
         Phase(([list(range(305, 311))], [list(range(305, 311))]), [("set", 300)]),  # ahead: a gap of 5
         Phase(([list(range(1000, 1004))], [list(range(1000, 1004))]), ["reset"]),  # unknown: no gap
         Phase(([list(range(7, 12))], [list(range(7, 12))]), [("reset+set", 9)]),  # set wins over reset
+        # gaps whose distance crosses 32 bits (the arbiter subtracts in 32-bit halves, with a borrow)
+        Phase(([[2**32 - 2, 2**32 - 1, 2**32 + 5]], [[2**32 - 2, 2**32 - 1, 2**32 + 5]]), [("set", 2**32 - 2)]),
+        Phase(([[2**40 + 3]], [[2**40 + 3]])),
     ]
     return {
         "identical": Scenario([Phase((same, same))], passed=everything, gaps=[], duplicates=len(everything)),
@@ -161,9 +164,22 @@ def scenarios() -> dict[str, Scenario]:
         ),
         "reset_and_set": Scenario(
             reset_phases,
-            passed=[*range(1, 31), *range(1, 21), *range(100, 111), *range(305, 311), *range(1000, 1004), 9, 10, 11],
-            gaps=[(300, 5)],
-            duplicates=30 + 20 + (16 + 5) + 6 + 6 + 4 + (4 + 3),
+            passed=[
+                *range(1, 31),
+                *range(1, 21),
+                *range(100, 111),
+                *range(305, 311),
+                *range(1000, 1004),
+                9,
+                10,
+                11,
+                2**32 - 2,
+                2**32 - 1,
+                2**32 + 5,
+                2**40 + 3,
+            ],
+            gaps=[(300, 5), (2**32, 5), (2**32 + 6, 2**40 + 3 - (2**32 + 6))],
+            duplicates=30 + 20 + (16 + 5) + 6 + 6 + 4 + (4 + 3) + 3 + 1,
         ),
     }
 
@@ -205,7 +221,7 @@ class TB:
         self.errors: list[str] = []
         self.policy = Policy()  # the monitor's live copy, to check each cycle's arbitration
         self.heads: list = [None, None]  # the monitor's model of the arbiter's head registers
-        self.stale = False  # a control strobe last cycle
+        self.stale = 0  # cycles left after a control strobe in which the heads are judged again
         self.cycle = 0  # the monitor's count of clock edges
         offered = sum(len(packet) for phase in scenario.phases for packets in phase.packets for packet in packets)
         self.cycle_limit = 10 * offered / (1 - max(idle, backpressure)) + 500
@@ -307,7 +323,7 @@ class TB:
             elif reset:
                 self.events.append((self.cycle, ("reset",)))
                 self.policy.reset()
-            elif not self.stale:  # the cycle after a control strobe, the heads are judged again: no decision
+            elif not self.stale:  # two cycles after a control strobe, the heads are judged again: no decision
                 behind = [heads[i] is not None and self.policy.is_duplicate(heads[i].sequence) for i in (A, B)]
                 consumed = list(behind)
                 line = pick([heads[i].sequence if heads[i] is not None and not behind[i] else None for i in (A, B)])
@@ -316,7 +332,7 @@ class TB:
                     other = B if line == A else A
                     if heads[other] is not None and not behind[other]:
                         consumed[other] = heads[other].sequence == heads[line].sequence
-            self.stale = bool(expected_set or reset)
+            self.stale = 2 if expected_set or reset else max(0, self.stale - 1)
             ready = [heads[i] is None or consumed[i] for i in (A, B)]
             if [bool(a_ready), bool(b_ready)] != ready:
                 self.errors.append(f"cycle {self.cycle}: ready {a_ready, b_ready}, the policy's heads say {ready}")

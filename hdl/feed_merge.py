@@ -1,0 +1,58 @@
+"""The A and B lines' messages decoded and merged into one stream: the stage between the lines and the book."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In
+
+from .itch.decoder import ItchDecoder
+from .mold.arbiter import LineArbiter
+from .stream import DECODED, MESSAGE
+
+__all__ = ["FeedMerge"]
+
+
+class FeedMerge(wiring.Component):
+    """Each line's messages through its own ItchDecoder, then the LineArbiter: the first arrival of each
+    sequence passes, decoded.
+
+    Accepts on ``lines[0]`` (A) and ``lines[1]`` (B) MESSAGE transfers, as FeedLine emits them. Emits on
+    ``messages`` the passed messages as DECODED records, with LineArbiter's promise-based flow control
+    (``space`` in, ``messages`` always ready). Every other port is LineArbiter's (control, expected
+    sequence, duplicates, gaps), with its meaning.
+
+    Decoding runs on each line in front of the arbiter, combinationally (ItchDecoder), so it adds no cycle:
+    the arbiter judges and stores decoded records. Latency and throughput are LineArbiter's: 2 cycles, one
+    message passed a cycle while ``space`` is high.
+    """
+
+    def __init__(self) -> None:
+        self._arbiter = LineArbiter(DECODED)
+        super().__init__(
+            {"lines": In(stream.Signature(MESSAGE)).array(2)}
+            | {name: member for name, member in self._arbiter.signature.members.items() if name != "lines"}
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.arbiter = arbiter = self._arbiter
+        for index, line in enumerate(self.lines):
+            decoder = m.submodules[f"decoder_{'ab'[index]}"] = ItchDecoder()
+            m.d.comb += [
+                decoder.message.eq(line.payload),
+                arbiter.lines[index].payload.eq(decoder.decoded),
+                arbiter.lines[index].valid.eq(line.valid),
+                line.ready.eq(arbiter.lines[index].ready),
+            ]
+        for name, member in self.signature.members.items():
+            if name == "lines":
+                continue
+            if name == "messages":
+                m.d.comb += [self.messages.valid.eq(arbiter.messages.valid),
+                             self.messages.payload.eq(arbiter.messages.payload)]  # fmt: skip
+            elif member.flow == In:
+                m.d.comb += getattr(arbiter, name).eq(getattr(self, name))
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(arbiter, name))
+        return m
