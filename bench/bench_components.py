@@ -5,7 +5,8 @@ Blocks that route in minutes are routed (router2) and their worst path is named;
 and its Fmax is nextpnr's estimate after placement.
 
 Run: .venv/bin/python bench/bench_components.py (records bench/results/gateware_components.md);
-`--only LABEL ...` measures some blocks and only prints them.
+`--only BLOCK ...` measures some blocks and prints them, and with `--record` replaces their rows in the
+recorded table (each row names the tree it was measured on).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from amaranth.back import verilog
 from amaranth.hdl import Signal, Value
 from amaranth.lib import wiring
-from common import record
+from common import RESULTS, commit, record, uncommitted
 
 from wirebook.hdl.book.engine import BookEngine
 from wirebook.hdl.csr.bank import CsrBank
@@ -50,12 +51,35 @@ def signal_name(cell: str) -> str:
     return name.replace("__", ".") or cell
 
 
+HEADER = ["block", "LUT4 (carry cells as 2)", "FF", "EBR", "Fmax (MHz)", "worst path", "tree measured"]
+RESULT = RESULTS / "gateware_components.md"
+
+
+def recorded_rows() -> dict[str, list[str]]:
+    """The rows of the recorded table by block label (those of blocks still measured, in today's columns)."""
+    if not RESULT.exists():
+        return {}
+    rows = {}
+    for line in RESULT.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == len(HEADER) and cells[0] in BLOCKS:
+            rows[cells[0]] = cells
+    return rows
+
+
+def tree_measured() -> str:
+    """The commit measured, marked `+changes` when the working tree differs from it."""
+    return commit() + ("+changes" if uncommitted() else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=[label.split()[0] for label in BLOCKS],
-                        help="measure only these (printed, not recorded)")  # fmt: skip
+                        help="measure only these")  # fmt: skip
+    parser.add_argument("--record", action="store_true",
+                        help="with --only: replace their rows in the recorded table, keep the others")  # fmt: skip
     args = parser.parse_args()
-    rows = []
+    measured = {}
     with tempfile.TemporaryDirectory(prefix="wirebook-blocks-") as scratch:
         for label in [label for label in BLOCKS if not args.only or label.split()[0] in args.only]:
             make, route = BLOCKS[label]
@@ -69,14 +93,18 @@ def main() -> int:
             fmax = f"{timing.fmax_mhz.get('clk', 0):.1f}" + ("" if route else " (placement estimate)")
             path = timing.critical_path
             worst = f"{signal_name(path[0][1])} -> {signal_name(path[-1][1])}, {path[-1][0]:.1f} ns" if path else "-"
-            rows.append([label, str(used.luts), str(used.ffs), str(used.ebr), fmax, worst])
-            print(rows[-1], flush=True)
-    if args.only:
+            measured[label] = [label, str(used.luts), str(used.ffs), str(used.ebr), fmax, worst, tree_measured()]
+            print(measured[label], flush=True)
+    if args.only and not args.record:
         return 0
+    rows = recorded_rows() | measured if args.only else measured
     print(record("gateware_components", "Gateware blocks alone: ECP5 resources and Fmax",
-                 ".venv/bin/python bench/bench_components.py",
-                 ["block", "LUT4 (carry cells as 2)", "FF", "EBR", "Fmax (MHz)", "worst path"], rows,
-                 "LFE5U-85F, out of context, nextpnr-ecp5 (router2). Target: 156.25 MHz (6.4 ns)."))  # fmt: skip
+                 ".venv/bin/python bench/bench_components.py [--only BLOCK ... --record]", HEADER,
+                 [rows[label] for label in BLOCKS if label in rows],
+                 "LFE5U-85F, out of context, nextpnr-ecp5 (router2). Target: 156.25 MHz (6.4 ns). Blocks are "
+                 "measured one by one (the book takes the longest): each row names the tree it was measured on, "
+                 "`+changes` when that was the named commit plus the uncommitted changes being committed with the "
+                 "result."))  # fmt: skip
     return 0
 
 

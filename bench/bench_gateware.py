@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from common import RESULTS, commit, machine
+from common import RESULTS, machine, tree
 
 from wirebook.hw import measure
 
@@ -26,12 +26,12 @@ def main() -> int:
     widths = [int(w) for w in args.widths.split(",")]
     report = measure.gateware(widths, messages=args.messages, synthesis=not args.no_synthesis,
                               route=not args.no_route, progress=print)  # fmt: skip
-    command = ".venv/bin/python bench/bench_gateware.py" + (" --no-synthesis" if args.no_synthesis else "")
-    command += " --no-route" if args.no_route and not args.no_synthesis else ""
+    flags = " --no-synthesis" if args.no_synthesis else " --no-route" if args.no_route else ""
+    command = ".venv/bin/python bench/bench_gateware.py" + flags
     text = "\n".join([
         "# Gateware: latency, line rate, resources",
         "",
-        f"Measured by `{command}` (the same as `wirebook bench gateware`) at commit {commit()} on {machine()}.",
+        f"Measured by `{command}` (the same as `wirebook bench gateware{flags}`) {tree()} on {machine()}.",
         f"Market: {report['market']['symbols']} symbols, {args.messages} messages, seed {report['market']['seed']}, "
         "published as a dense A/B feed; both lines at full rate, output always ready (Verilator via cocotb).",
         "",

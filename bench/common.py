@@ -63,9 +63,29 @@ def commit() -> str:
         return "unknown"
 
 
+def uncommitted() -> bool:
+    """The working tree differs from the commit (tracked files): results measured now go in with the change."""
+    try:
+        return bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True,
+                check=True,
+            ).stdout.strip()
+        )  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return False
+
+
+def tree() -> str:
+    """Which tree a result was measured on, for the results files."""
+    if uncommitted():
+        return f"on the tree of the commit that records it (parent {commit()})"
+    return f"at commit {commit()}"
+
+
 def record(name: str, title: str, command: str, header: list[str], rows: list[list[str]], notes: str = "") -> str:
     """Write bench/results/<name>.md (a markdown table with how it was measured) and return it."""
-    lines = [f"# {title}", "", f"Measured by `{command}` at commit {commit()} on {machine()}.", ""]
+    lines = [f"# {title}", "", f"Measured by `{command}` {tree()} on {machine()}.", ""]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in rows]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,11 +48,15 @@ class FeedLine(wiring.Component):
     from the proto field table. Where a header starts is registered (the IPv4 header is captured from a
     fixed window at 14 and placed by the ethertype; the UDP and MoldUDP64 headers and the first block
     follow registered positions, settled beats before the bytes they place), and a byte's lane is the low
-    bits of its position, so no stage waits on the one in front of it within a cycle. Each header check is
-    decided from the beat that brings the last byte it reads and registered with it; the checks are walked
-    in order the next cycle (the verdict stage, registers only). All of them are decided by the beat
-    holding the MoldUDP64 header's last byte, and the verdict is ready for the beat after it, the first
-    that can end a message.
+    bits of its position, so no stage waits on the one in front of it within a cycle (which bytes a beat
+    carries is itself a register, worked out the cycle before). Each header check is resolved by the beat
+    that brings the last byte it reads and registered with it; the checks are walked in order the next
+    cycle (the verdict stage, registers only). The UDP and MoldUDP64 checks are decided from that beat;
+    the MAC and IPv4 ones from the registered header bytes the cycle after, so a walk sees them as of the
+    beat taken before the one it walks (their headers end a beat or more before the UDP header's). All
+    of them are decided by the beat holding the MoldUDP64 header's last byte, and the verdict is ready for
+    the beat after it, the first that can end a message. A frame's last beat is closed the cycle after
+    its walk, with every check as of that beat.
 
     Drop policy:
 
@@ -79,8 +83,9 @@ class FeedLine(wiring.Component):
       after the counted blocks.
     - `frame_seen` strobes once per frame, for its last beat; every frame counts once, as `drop` or as
       `packet_accepted`. Every strobe is one registered 1-cycle pulse per event, 2 cycles after the beat
-      that decided it is taken (`truncated` / `bad_message_length`: after the framer's cycle that decided
-      it, later for a beat waiting in the framer's skid), always before the next frame's strobes.
+      that decided it is taken (`drop` with `drop_reason`, and `frame_seen`: 3 cycles after the frame's
+      last beat; `truncated` / `bad_message_length`: after the framer's cycle that decided it, later for
+      a beat waiting in the framer's skid), always before the next frame's strobes.
 
     Latency: `messages.valid` rises 1 cycle after the beat holding the message's last byte is taken, at
     8, 32 and 64 bits alike, for every ITCH message while `messages.ready` is high (measured for every
@@ -167,8 +172,11 @@ class FeedLine(wiring.Component):
         ]
         wiring.connect(m, wiring.flipped(self.messages), framer.messages)
 
-        # Each check is decided from the beat that brings its last byte and registered with that beat;
-        # the walk over them runs the next cycle (the verdict stage), on registers only.
+        # Each check is resolved by the beat that brings its last byte and registered with that beat; the
+        # walk over them runs the next cycle (the verdict stage), on registers only. The MAC and IPv4
+        # checks decide `failed` from registered bytes the cycle after that beat ("late" checks): the
+        # verdict stage registers them again, so each walk sees them as of the beat taken before the one
+        # it walks (their headers end a beat or more before the UDP header, whose checks make `viable`).
         enabled = Signal()  # `enable` as sampled at the first beat
         enabled_now = Signal()
         m.d.comb += enabled_now.eq(Mux(tap.first, self.enable, enabled))
@@ -188,6 +196,15 @@ class FeedLine(wiring.Component):
             (DropReason.MOLD_SESSION, mold.session_check),
             (DropReason.MOLD_LENGTH, mold.count_check),
         )
+        late = {
+            DropReason.MAC,
+            DropReason.ETHERTYPE,
+            DropReason.IP_HEADER,
+            DropReason.IP_CHECKSUM,
+            DropReason.IP_FRAGMENT,
+            DropReason.IP_PROTOCOL,
+            DropReason.IP_DESTINATION,
+        }
         decided = Signal(data.ArrayLayout(CHECK, len(checks)))  # the checks as of the beat taken last cycle
         taken = Signal()  # a beat was taken last cycle: the verdict stage looks at it
         taken_last = Signal()
@@ -204,6 +221,35 @@ class FeedLine(wiring.Component):
                 taken_end_of_session.eq(mold.end_of_session),
                 enabled.eq(Mux(tap.last, 0, enabled_now)),
             ]
+        # The late checks as of the beat walked last (`resolved` from `decided`, `failed` read now), and
+        # whether that beat is of the frame of the next beat walked (it did not end its frame).
+        settled = Signal(data.ArrayLayout(CHECK, len(checks)))
+        settled_current = Signal()
+        with m.If(taken):
+            for i, (reason, check) in enumerate(checks):
+                if reason in late:
+                    m.d.sync += [settled[i].resolved.eq(decided[i].resolved), settled[i].failed.eq(check.failed)]
+            m.d.sync += settled_current.eq(~taken_last)
+
+        def walk(status) -> tuple[Value, Value, Value]:
+            """Walk the checks in order (status(i, reason) -> resolved, failed): the first failing one
+            decides, an unresolved one stops the walk (its bytes have not arrived yet). Gives whether one
+            fails and which, and whether all through UDP pass."""
+            failing, failing_reason = Signal(), Signal(DropReason)
+            passed = 1
+            for i, (reason, _) in enumerate(checks):
+                resolved, failed_check = status(i, reason)
+                with m.If(passed & resolved & failed_check):
+                    m.d.comb += [failing.eq(1), failing_reason.eq(reason)]
+                passed = passed & resolved & ~failed_check
+                if reason is DropReason.UDP_LENGTH:
+                    udp_passed = passed
+            return failing, failing_reason, udp_passed
+
+        def walked(i: int, reason: DropReason) -> tuple[Value, Value]:
+            if reason in late:
+                return settled[i].resolved & settled_current, settled[i].failed
+            return decided[i].resolved, decided[i].failed
 
         # Per-frame verdict state, cleared by the frame's last beat.
         keep_broken = Signal()  # an earlier beat broke the keep rules
@@ -211,44 +257,49 @@ class FeedLine(wiring.Component):
         viable = Signal()  # every check decided so far passed, the UDP ones included
         failed = Signal()
         failed_reason = Signal(DropReason)
-
-        # Walk the checks in order over the headers seen so far: the first failing check decides, an
-        # unresolved one stops the walk (its bytes have not arrived yet).
-        failing = Signal()
-        failing_reason = Signal(DropReason)
-        passed = 1
-        for i, (reason, check) in enumerate(checks):
-            resolved = decided[i].resolved
-            # The IPv4 checksum's verdict is a register already (read the cycle after its beat).
-            failed_check = check.failed if reason is DropReason.IP_CHECKSUM else decided[i].failed
-            with m.If(passed & resolved & failed_check):
-                m.d.comb += [failing.eq(1), failing_reason.eq(reason)]
-            passed = passed & resolved & ~failed_check
-            if reason is DropReason.UDP_LENGTH:
-                udp_passed = passed
+        failing, failing_reason, udp_passed = walk(walked)
         keep_broken_now = keep_broken | taken_bad_keep
         accepting = Signal()
         accepted_so_far = Signal()  # the packet of the beat taken last cycle is accepted
+        # The UDP header ends two beats or more before the MoldUDP64 one: at the beat completing that, the
+        # checks through UDP all passed if and only if `viable` says so (set by an earlier walk), so only
+        # the MoldUDP64 ones are looked at.
+        mold_passed = 1
+        for i, (reason, _) in enumerate(checks):
+            if reason in (DropReason.MOLD_SESSION, DropReason.MOLD_LENGTH):
+                mold_passed = mold_passed & decided[i].resolved & ~decided[i].failed
         m.d.comb += [
-            accepting.eq(~accepted & ~failed & passed & ~keep_broken_now),
+            accepting.eq(~accepted & viable & mold_passed & ~keep_broken_now),
             accepted_so_far.eq(taken & (accepted | accepting)),
-            framer.viable.eq(viable & ~(taken & taken_last)),
             framer.accepted.eq(Mux(taken, accepted_so_far & ~taken_last, accepted)),
             framer.last_accepted.eq(accepted_so_far),
         ]
 
         m.d.sync += [
-            self.frame_seen.eq(0),
-            self.drop.eq(0),
             self.packet_accepted.eq(0),
             self.heartbeat.eq(0),
             self.end_of_session.eq(0),
         ]
         m.d.sync += [self.truncated.eq(framer.truncated), self.bad_message_length.eq(framer.bad_length)]
+        # A frame's last beat closes it: the cycle after its walk, its drop (if any) is decided from the
+        # checks as of that beat, the late ones included (registered then), and strobed the cycle after.
+        closing = Signal()  # the walk last cycle was of a frame's last beat
+        closing_dropped = Signal()  # ... which was not accepted
+        closing_bad_keep = Signal()  # ... and broke the keep rules
+        closing_failed = Signal()  # ... or failed a check by then
+        closing_failed_reason = Signal(DropReason)
+        closing_checks = Signal(data.ArrayLayout(CHECK, len(checks)))  # its checks (the late ones: `settled`)
+        m.d.sync += closing.eq(taken & taken_last)
         with m.If(taken):
+            m.d.sync += [
+                closing_dropped.eq(~accepted & ~accepting),
+                closing_bad_keep.eq(keep_broken_now),
+                closing_failed.eq(failed | failing),
+                closing_failed_reason.eq(Mux(failed, failed_reason, failing_reason)),
+                closing_checks.eq(decided),
+            ]
             with m.If(taken_bad_keep):
                 m.d.sync += keep_broken.eq(1)
-            m.d.sync += viable.eq((viable | udp_passed) & ~failed & ~failing & ~keep_broken_now)
             with m.If(~accepted & ~failed & failing):
                 m.d.sync += [failed.eq(1), failed_reason.eq(failing_reason)]
             with m.If(accepting):
@@ -259,21 +310,33 @@ class FeedLine(wiring.Component):
                     self.end_of_session.eq(taken_end_of_session),
                 ]
             with m.If(taken_last):
-                m.d.sync += [
-                    self.frame_seen.eq(1),
-                    keep_broken.eq(0),
-                    accepted.eq(0),
-                    viable.eq(0),
-                    failed.eq(0),
-                ]
-                with m.If(~accepted & ~accepting):
-                    m.d.sync += self.drop.eq(1)
-                    with m.If(keep_broken_now):
-                        m.d.sync += self.drop_reason.eq(DropReason.BAD_FRAMING)
-                    with m.Elif(failed):
-                        m.d.sync += self.drop_reason.eq(failed_reason)
-                    with m.Elif(failing):
-                        m.d.sync += self.drop_reason.eq(failing_reason)
-                    with m.Else():  # the frame ended before a header a check needs
-                        m.d.sync += self.drop_reason.eq(DropReason.BAD_FRAMING)
+                m.d.sync += [keep_broken.eq(0), accepted.eq(0), failed.eq(0)]
+        # `viable` for the framer is a register of its own, for the beat offered (a new frame's first beat
+        # is not viable).
+        viable_next = Signal()
+        viable_offered = Signal()
+        m.d.comb += [
+            viable_next.eq(
+                Mux(taken, (viable | udp_passed) & ~failed & ~failing & ~keep_broken_now & ~taken_last, viable)
+            ),
+            framer.viable.eq(viable_offered),
+        ]
+        m.d.sync += [viable.eq(viable_next), viable_offered.eq(viable_next & ~(take & tap.last))]
+
+        def closed(i: int, reason: DropReason) -> tuple[Value, Value]:
+            if reason in late:
+                return settled[i].resolved, settled[i].failed
+            return closing_checks[i].resolved, closing_checks[i].failed
+
+        closing_failing, closing_reason, _ = walk(closed)
+        m.d.sync += [self.frame_seen.eq(closing), self.drop.eq(closing & closing_dropped)]
+        with m.If(closing & closing_dropped):
+            with m.If(closing_bad_keep):
+                m.d.sync += self.drop_reason.eq(DropReason.BAD_FRAMING)
+            with m.Elif(closing_failed):
+                m.d.sync += self.drop_reason.eq(closing_failed_reason)
+            with m.Elif(closing_failing):  # a late check decided by the last beat
+                m.d.sync += self.drop_reason.eq(closing_reason)
+            with m.Else():  # the frame ended before a header a check needs
+                m.d.sync += self.drop_reason.eq(DropReason.BAD_FRAMING)
         return m

@@ -219,14 +219,17 @@ class MessageFramer(wiring.Component):
         ]
         # The awaited block ends in this beat too (a short block, never ITCH): the beat needs another cycle.
         if lanes > 1:
-            short = (high == 0) & (low != 0) & (low < lanes) & (pending_at[: lane_bits + 1] + low[:lane_bits] <= lanes)
+            # (whether it fits in the beat, from the registered position for each length, picked by the length)
+            fits = Cat(pending_at[: lane_bits + 1] <= lanes - n for n in range(lanes))
+            short = (high == 0) & (low != 0) & (low < lanes) & fits.bit_select(low[:lane_bits], 1)
         else:
             short = Const(0)
 
         # The first block is reached with the beat holding the header's last byte (acceptance), the next
         # one with the beat where the current one ends: then the checks on the block there are made.
         first = Signal()
-        m.d.comb += first.eq(~started & self.viable & body_place.in_beat(-BLOCK.length - 1))
+        first_here = Signal()  # the beat holds the header's last byte (a register, see `first_at` below)
+        m.d.comb += first.eq(~started & self.viable & first_here)
         engaged = started | first
         boundary = first | ends
         # A block is still announced after the current one. At the first block the count arrives with the
@@ -242,7 +245,7 @@ class MessageFramer(wiring.Component):
         hold = Signal()
         done = Signal()  # the beat leaves the framer
         m.d.comb += [
-            want_emit.eq(present & engaged & ~finished & ~bad_keep & ends),
+            want_emit.eq(present & ~finished & ~bad_keep & ends),  # (`ends` needs `known`: `started` is set)
             blocked.eq(want_emit & out.valid & ~out.ready),  # (a dropped packet's beat may wait too)
             go.eq(present & engaged & ~finished & ~blocked),
         ]
@@ -281,8 +284,12 @@ class MessageFramer(wiring.Component):
         m.d.comb += first_at.eq(self.first_block + BLOCK.length - tap.offset - Mux(tap.take, lanes, 0))
         far = (1 << (POSITION.width - 1)) - 1
         clamped = Mux(first_at > far, far, Mux(first_at < -far // 2, -far // 2, first_at))
+        # Until the first block is reached, `body_at` follows `first_at`, so whether the next beat holds the
+        # header's last byte (just before the first block's length, at `body_at` - BLOCK.length) is worked
+        # out with it, from the unclamped position (a clamped one is far from the beat either way).
         with m.If(~engaged):
             m.d.sync += [
+                first_here.eq(Place(first_at, filled).in_beat(-BLOCK.length - 1)),
                 body_at.eq(clamped),
                 pending_at.eq(clamped),
                 known.eq(0),
@@ -310,27 +317,36 @@ class MessageFramer(wiring.Component):
             m.d.sync += [body_at.eq(body_at - lanes), pending_at.eq(pending_at - lanes)]
         with m.If(finish):
             m.d.sync += finished.eq(1)
+        ended = Signal()  # the frame ended inside the payload, unless the beat finishes the packet too
         with m.If(done & last):
-            with m.If(engaged & ~finished & ~finish):  # the frame ended inside the payload
-                m.d.comb += truncating.eq(1)
-            m.d.sync += [started.eq(0), finished.eq(0)]
+            m.d.comb += ended.eq(engaged & ~finished)
+            m.d.sync += [started.eq(0), finished.eq(0), known.eq(0)]
         m.d.sync += held.eq(hold | blocked)
 
         # A live beat's verdict comes the cycle after it is taken: its decisions wait for it in registers;
         # a held beat's is known.
-        truncating_live, rejecting_live = Signal(), Signal()
-        truncating_held, rejecting_held = Signal(), Signal()
+        # (`ended` is registered apart from `finish`, which waits for the length check's subtraction.)
+        truncating_live, rejecting_live, ended_live = Signal(), Signal(), Signal()
+        truncating_held, rejecting_held, ended_held = Signal(), Signal(), Signal()
+        beat_finished = Signal()  # the beat that `ended` the frame finished the packet itself
         empty_first_live = Signal()  # (the first block is never in a held beat before its check)
         m.d.sync += [
             empty_first_live.eq(empty_first),
             truncating_live.eq(~held & truncating),
             rejecting_live.eq(~held & rejecting),
+            ended_live.eq(~held & ended),
             truncating_held.eq(held & may_emit & truncating),
             rejecting_held.eq(held & may_emit & rejecting),
+            ended_held.eq(held & may_emit & ended),
+            beat_finished.eq(finish),
         ]
+        ends_truncated = Signal()  # the frame ended inside the payload
         m.d.comb += [
+            ends_truncated.eq(~beat_finished & (ended_held | ended_live & self.last_accepted)),
             self.truncated.eq(
-                truncating_held | (truncating_live | empty_first_live & (blocks != 0)) & self.last_accepted
+                ends_truncated
+                | truncating_held
+                | (truncating_live | empty_first_live & (blocks != 0)) & self.last_accepted
             ),
             self.bad_length.eq(rejecting_held | rejecting_live & self.last_accepted),
         ]

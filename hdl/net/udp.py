@@ -27,7 +27,8 @@ class UdpParser(wiring.Component):
     - `header` (the 8 bytes as UDP); registered, 1 cycle after the bytes they come from: `payload_start`
       (start + 8) and `payload_length` (UDP length - 8).
 
-    `start` and `ip_payload_length` must be settled by the beat carrying the header's first byte.
+    `start` must be settled the cycle before the beat carrying the header's first byte, `ip_payload_length`
+    by that beat, `group_hits` by the beat carrying its last.
     The checksum is not verified (the MoldUDP64 sequence numbers catch what it would). Latency 0; one beat
     a cycle. A frame that ends inside the header leaves its checks unresolved.
     """

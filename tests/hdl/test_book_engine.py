@@ -200,7 +200,7 @@ class TB:
 
     async def _drain(self, ctx) -> None:
         quiet = 0
-        while quiet < 8:  # the pipeline holds at most three operations
+        while quiet < 16:  # longer than the latency
             _, _, valid = await ctx.tick().sample(self.engine.records.valid)
             quiet = 0 if valid else quiet + 1
 
@@ -635,14 +635,14 @@ def test_clear(config, flow):
     assert_same_records(got[len(before) :], model_records(after, lenient=True, first_sequence=len(before) + 1))
     assert tb.strobes == Counter(unknown_order=2)  # orders 3 and 6 went with the clear
     wipe = BookGeometry(**config).wipe_cycles
-    assert wipe <= tb.clearing_cycles <= wipe + (3 if flow == (0.0, 0.0) else 50)  # + the ops in flight
+    assert wipe <= tb.clearing_cycles <= wipe + (LATENCY - 2 if flow == (0.0, 0.0) else 50)  # + the ops in flight
     assert tb.orders_live[-1] == 2
 
 
 # --- throughput and latency ----------------------------------------------------------------------------------------
 
 
-LATENCY = 5  # cycles from an op's acceptance to its record on `records`, for every kind
+LATENCY = 8  # cycles from an op's acceptance to its record on `records`, for every kind
 INTERVAL = {"REPLACE": 3}  # cycles from an op's acceptance to the next one's, at full rate; 2 for the others
 
 
@@ -662,7 +662,7 @@ def latencies_and_gaps(tb: TB, got: np.ndarray) -> tuple[Counter, Counter]:
 @EACH_CONFIG
 def test_throughput_and_latency(config, market):
     """Ops offered every cycle, records always ready: an op every 2 cycles (a REPLACE every 3), every record
-    5 cycles after its op, card_timestamp the cycle the record was made."""
+    LATENCY cycles after its op, card_timestamp the cycle the record was made."""
     messages = market[:1200]
     tb, got = run_messages(config, messages)
     assert_same_records(got, model_records(messages))

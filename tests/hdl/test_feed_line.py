@@ -396,14 +396,15 @@ class TB:
             assert self.taken_at[-1] - self.taken_at[0] + 1 == len(self.taken_at), "idle cycles on the input"
 
     def check_strobes(self) -> None:
-        """Every strobe rises 2 cycles after the beat that decided it: a frame's strobes come later than 1
-        cycle after its first beat is taken and no later than 1 cycle after the next frame's first beat is
-        (the line is done with a frame's last beat before it takes the next one)."""
+        """Every strobe rises 2 cycles after the beat that decided it (`drop` and `frame_seen` 3 after the
+        frame's last beat): a frame's strobes come later than 1 cycle after its first beat is taken and no
+        later than 2 cycles after the next frame's first beat is (the line is done with a frame's last beat
+        before it takes the next one)."""
         firsts, at = [], 0
         for item_beats in self.beats:
             firsts.append(self.taken_at[at] + 1)
             at += len(item_beats)
-        ends = [*firsts[1:], self.cycles]
+        ends = [*(first + 1 for first in firsts[1:]), self.cycles]
         per_frame = [Counter() for _ in self.items]
         frame = 0
         for cycle, name in self.strobes:

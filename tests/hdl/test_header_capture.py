@@ -50,6 +50,7 @@ def run(width: int, layout, frames: list[tuple[bytes, int, dict]], idle: float) 
     async def drive(ctx):
         for frame, start, keeps in frames:
             ctx.set(capture.start, start)
+            await ctx.tick()  # where the header sits in a beat is registered from `start`
             offset = 0
             for i, b in enumerate(beats(frame, width)):
                 if pause := flow.pause():
@@ -73,7 +74,8 @@ def run(width: int, layout, frames: list[tuple[bytes, int, dict]], idle: float) 
                 if ctx.get(capture.received) != received:
                     errors.append(f"start {start} beat {i}: received {ctx.get(capture.received)} != {received}")
                 fields = ctx.get(capture.fields).to_bytes(layout.length, "little")
-                if fields[:received] != frame[start : start + received]:
+                # (a last beat whose keep is not contiguous fills what its keep says: no bytes to compare)
+                if not (b.last and bad) and fields[:received] != frame[start : start + received]:
                     errors.append(f"start {start} beat {i}: fields {fields[:received]!r}")
                 if received == layout.length:  # hdl.fields reads the table's fields off the capture
                     for f in layout.value_fields:
