@@ -1,13 +1,14 @@
 # wirebook: two commands set up a fresh Debian machine.
 #   make test   create .venv, install everything pinned (Python and Debian packages), run the whole suite
-#   make run    the main job: generate a market and its feed, replay it through the golden model
+#   make run    the main job: exchange simulator + feed + card + agent, live view, summary
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := tshark g++ make perl  # tshark: dissector cross-checks; g++, make, perl: Verilator builds
+DEBIAN_PACKAGES := tshark g++ make perl postgresql  # tshark: dissector cross-checks; g++, make, perl: Verilator
+# builds; postgresql: the journal's PostgreSQL tests start their own server in a temporary directory
 OUT := out
 PYTEST_ARGS ?=
 
@@ -17,9 +18,7 @@ test: install debian-packages lint
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 run: install
-	@mkdir -p $(OUT)
-	$(BIN)/wirebook gen --symbols 50 --messages 200000 --seed 1 -o $(OUT)/market.itch --pcap $(OUT)/market.pcap
-	$(BIN)/wirebook replay $(OUT)/market.pcap
+	$(BIN)/wirebook run --seconds 30 --workdir $(OUT)/run
 
 install: $(STAMP)
 
@@ -30,7 +29,7 @@ $(BIN)/python:
 # The cffi extensions are built in place (editable install), so the build tools come from the lock too.
 $(STAMP): pyproject.toml setup.py constraints.txt proto/itch_framer.c proto/itch_framer.h | $(BIN)/python
 	$(PIP) install -q -c constraints.txt pip setuptools wheel cffi
-	$(PIP) install -q -c constraints.txt --no-build-isolation -e '.[sim,hw,pynq,dev]'
+	$(PIP) install -q -c constraints.txt --no-build-isolation -e '.[sim,hw,pynq,host,dev]'
 	touch $@
 
 # Debian packages the tests need, installed when missing (as root on a fresh machine).
@@ -50,6 +49,7 @@ bench: install
 	$(BIN)/python bench/bench_decode.py
 	$(BIN)/python bench/bench_gateware.py
 	$(BIN)/python bench/bench_components.py
+	$(BIN)/python bench/bench_agent.py
 
 # Re-pin every Python package after a dependency change in pyproject.toml.
 lock: install

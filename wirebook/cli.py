@@ -141,6 +141,41 @@ def build_parser() -> argparse.ArgumentParser:
     regs = hsub.add_parser("registers", help="print the register map (Markdown, as docs/registers.md)")
     regs.set_defaults(func=_cmd_hdl_registers)
 
+    a = sub.add_parser(
+        "agent", help="the host agent: BBO from the card -> strategy -> risk -> OUCH (runs until SIGTERM)"
+    )
+    a.add_argument("--config", type=Path, required=True, help="the agent's TOML file (deploy/agent.example.toml)")
+    a.add_argument("--card", choices=["model"], default="model",
+                   help="card backend: model (the golden model fed by the [feed] MoldUDP64 address; the gateware "
+                   "backends come with the driver issue)")  # fmt: skip
+    a.add_argument("--cpu", type=int, help="pin the agent to this CPU (overrides [agent] cpu)")
+    a.add_argument("--seconds", type=float, help="stop after this long (default: run until SIGINT/SIGTERM)")
+    a.add_argument("--json", action="store_true", help="print the run's summary as one JSON object at exit")
+    a.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    a.set_defaults(func=_cmd_agent)
+
+    rn = sub.add_parser("run", help="the main job: exchange simulator + feed + card + agent, live view and summary")
+    rn.add_argument("--seconds", type=float, default=30.0, help="how long to trade (default 30)")
+    rn.add_argument("--symbols", type=int, default=20, help="instruments in the generated market (default 20)")
+    rn.add_argument("--messages", type=int, default=200_000, help="ITCH messages of the market (default 200000)")
+    rn.add_argument("--seed", type=int, default=1)
+    rn.add_argument("--rate", default="20000", help="feed pace: messages per second, max, realtime[:K] (default 20000)")
+    rn.add_argument("--workdir", type=Path, default=Path("out/run"), help="journal folder (default out/run)")
+    rn.add_argument("--json", action="store_true", help="no live view: print one JSON object (orders_sent, fills, "
+                    "risk_rejects, kill_switch, position, pnl, tick_to_order_us, ...)")  # fmt: skip
+    rn.set_defaults(func=_cmd_run)
+
+    from .sim import exchange
+
+    x = sub.add_parser("exchange", help="exchange simulator: OUCH 4.2 over SoupBinTCP, and the market as MoldUDP64")
+    exchange.build_parser(x)
+    x.set_defaults(func=lambda args: exchange.run_exchange(args=args))
+
+    d = sub.add_parser("doctor", help="check this machine for bare-metal use: isolated cores, hugepages, NIC, clock")
+    d.add_argument("--cpu", type=int, help="the core the agent will be pinned to")
+    d.add_argument("--json", action="store_true", help="print the checks as a JSON list")
+    d.set_defaults(func=_cmd_doctor)
+
     b = sub.add_parser("bench", help="measurements recorded in bench/results")
     bsub = b.add_subparsers(dest="bench_command", required=True)
     bg = bsub.add_parser("gateware", help="latency (cycles), line-rate throughput, ECP5/xc7 resources and Fmax")
@@ -176,6 +211,65 @@ def _cmd_hdl_registers(args: argparse.Namespace) -> int:
 
     print(registers.markdown(), end="")
     return 0
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    import logging
+
+    from .driver.model_card import ModelCard, UdpFeed
+    from .host.agent import Agent
+    from .host.config import load_config
+    from .host.validated import ConfigError
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(f"wirebook agent: {e}", file=sys.stderr)
+        return 2
+    if args.cpu is not None:
+        config.agent.cpu = args.cpu
+    feed = UdpFeed(config.feed.address, config.feed.port, config.feed.interface)
+    card = ModelCard()
+    agent = Agent(config, card, receive=lambda: feed.receive(card))
+    try:
+        agent.start()
+        logging.getLogger("wirebook.agent").info(
+            "agent up: OUCH %s:%d, feed %s:%d, control API %s", config.session.host, config.session.port,
+            config.feed.address, config.feed.port,
+            f"http://{config.control.host}:{agent.control.port}" if agent.control else "off",
+        )  # fmt: skip
+        agent.run(args.seconds)
+    finally:
+        summary = agent.summary()
+        agent.shutdown()
+        feed.close()
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .host.run import run_main
+
+    summary = run_main(seconds=args.seconds, symbols=args.symbols, messages=args.messages, seed=args.seed,
+                       rate=args.rate, workdir=args.workdir, live=not args.json and sys.stdout.isatty())  # fmt: skip
+    print(json.dumps(summary, sort_keys=True, indent=None if args.json else 1))
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .host.doctor import run_checks
+
+    checks = run_checks(cpu=args.cpu)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in checks], indent=1))
+    else:
+        for c in checks:
+            print(f"{c.status:>4}  {c.name:<22} {c.found}")
+            if c.advice and c.status != "ok":
+                print(f"      {'':<22} -> {c.advice}")
+    return 1 if any(c.status == "fail" for c in checks) else 0
 
 
 def _cmd_bench_gateware(args: argparse.Namespace) -> int:

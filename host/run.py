@@ -1,0 +1,125 @@
+"""The main job: an exchange simulator, its feed, the `model` card and the agent, in one process.
+
+`run_main(...)` starts the exchange simulator (sim/exchange.py: OUCH 4.2 over SoupBinTCP on a loopback
+port, the generated market published as MoldUDP64 to a loopback UDP port), the card receiving that feed
+(driver/model_card.py until the gateware drivers land) and the agent quoting every instrument of the
+market, for `seconds` (or until the market ends). With a terminal it shows a live view (rich): the BBO of a
+few instruments, our quotes, positions, P&L, risk state and rejections; it ends with the summary that
+`--json` prints as one object (Agent.summary, plus the exchange's and the card's counts).
+
+Everything listens on 127.0.0.1 and on ports the kernel picks, so runs never collide; the journal is a
+fresh SQLite file in `workdir`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..driver.model_card import ModelCard, UdpFeed
+from ..sim.exchange import DEFAULT_PASSWORD, DEFAULT_USERNAME, ExchangeConfig, ExchangeSimulator
+from .agent import Agent
+from .config import AgentConfig, parse_config
+
+__all__ = ["MainJob", "run_main"]
+
+
+def run_config(ouch_port: int, workdir: Path, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    data: dict[str, Any] = {
+        "agent": {"instruments": ["*"], "busy_poll": True, "requote_interval_ms": 50},
+        "session": {"port": ouch_port, "username": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD},
+        "journal": {"backend": "sqlite", "path": str(workdir / "journal.sqlite3")},
+        "control": {"port": 0, "token": secrets.token_hex(16)},
+        "publish": {"endpoint": "tcp://127.0.0.1:*"},
+    }
+    for section, values in (overrides or {}).items():
+        data[section] = {**data.get(section, {}), **values}
+    return parse_config(data, "wirebook run")
+
+
+class MainJob:
+    """The exchange simulator, the feed, the model card and the agent, wired together; `run` steps the agent."""
+
+    def __init__(
+        self,
+        *,
+        symbols: int = 20,
+        messages: int = 200_000,
+        seed: int = 1,
+        rate: str = "20000",
+        workdir: str | Path = "out/run",
+        overrides: dict[str, Any] | None = None,
+        exchange_options: dict[str, Any] | None = None,
+        ouch_port: int = 0,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for stale in self.workdir.glob("journal.sqlite3*"):
+            stale.unlink()
+        self.feed = UdpFeed("127.0.0.1", 0)
+        self.card = ModelCard()
+        self.exchange = ExchangeSimulator(
+            ExchangeConfig(
+                ouch_port=ouch_port, feed_address=("127.0.0.1", self.feed.port), symbols=symbols, messages=messages,
+                seed=seed, rate=rate, **(exchange_options or {}),
+            )
+        ).start()  # fmt: skip
+        try:
+            self.config = run_config(self.exchange.ouch_port, self.workdir, overrides)
+            self.agent = Agent(self.config, self.card, receive=lambda: self.feed.receive(self.card))
+            self.agent.start()
+        except BaseException:
+            self.exchange.stop()
+            self.feed.close()
+            raise
+
+    def run(self, seconds: float, refresh: Callable[[], None] | None = None) -> None:
+        """Step the agent until `seconds` pass, or the market has ended and nothing is left to do."""
+        agent, card = self.agent, self.card
+        clock = agent.clock
+        deadline = clock() + int(seconds * 1e9)
+        next_view = 0
+        while (now := clock()) < deadline:
+            busy = agent.step(now)
+            if not busy and card.counters.end_of_session:
+                break
+            if refresh is not None and now >= next_view:
+                refresh()
+                next_view = now + 250_000_000
+        settle = clock() + 200_000_000  # a moment for the last answers before shutdown cancels what rests
+        while (now := clock()) < settle:
+            agent.step(now)
+            time.sleep(0.0005)
+
+    def close(self) -> dict[str, Any]:
+        """Shut the agent down (its quotes canceled), stop the exchange; returns the run's summary."""
+        summary = self.agent.summary()
+        try:
+            self.agent.shutdown()
+        finally:
+            self.exchange.stop()
+            self.feed.close()
+        c = self.card.counters
+        summary["card"] = {"messages": c.messages, "gaps": c.gaps, "duplicates": c.duplicates,
+                           "end_of_session": c.end_of_session}  # fmt: skip
+        summary["instruments"] = len(self.agent.traded)
+        return summary
+
+
+def run_main(*, seconds: float, live: bool = False, **options: Any) -> dict[str, Any]:
+    """Run the main job for `seconds` (see MainJob for the options); returns the summary."""
+    job = MainJob(**options)
+    try:
+        if live:
+            from .dashboard import Dashboard
+
+            with Dashboard(job.agent) as dashboard:
+                job.run(seconds, dashboard.refresh)
+        else:
+            job.run(seconds)
+    finally:
+        summary = job.close()
+    return summary
