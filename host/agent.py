@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 MS = 1_000_000
 ALL_INSTRUMENTS = "*"
 RESTART_TOKEN_GAP = 10_000
+GIL_SWITCH_INTERVAL_S = 50e-6
 
 
 class Card:
@@ -139,6 +141,8 @@ class Agent:
             busy = True
             for event in events:
                 self._on_event(event, now_ns)
+            if self.risk.killed or self._closing:
+                self._cancel_all(now_ns)  # e.g. a replacement the exchange made live while our cancel flew
         elif self.session.logged_in and not self._settled:
             self._settle(now_ns)
         if now_ns >= self._next_requote:
@@ -258,6 +262,10 @@ class Agent:
 
     def start(self) -> None:
         """Connect to the exchange and start the control API (the loop is `run` or repeated `step`)."""
+        # The journal's writer and the control API are threads of this process. When the loop wants the GIL
+        # back (after a socket call released it), a thread holding it may keep it for the switch interval:
+        # 5 ms by default, which would be the hot path's worst case. Ask for it back after 50 us instead.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.session.connect(self.clock() * 1e-9)
         if self.control is not None:
             self.control.start()
@@ -292,8 +300,11 @@ class Agent:
             self._cancel_all(clock())
             deadline = clock() + int(timeout_s * 1e9)
             while self.orders.open_count and clock() < deadline and self.session.logged_in:
-                for event in self.gateway.poll(clock()):
+                events = self.gateway.poll(clock())
+                for event in events:
                     self._on_event(event, clock())
+                if events:
+                    self._cancel_all(clock())
                 self.receive()
                 self.card.poll()
                 time.sleep(0.0005)

@@ -254,9 +254,8 @@ class OrderGateway:
         self._replacing: dict[str, str] = {}  # replacement token in flight -> existing token
         self._fills: dict[tuple[str, int], tuple[int, int]] = {}  # (token, match number) -> (shares, price)
         # The constant fields of each inbound message, checked once by encode_inbound; the hot path packs
-        # with the field table directly, the per-order fields being checked by construction or above.
-        self._enter_layout = ouch.INBOUND["O"]
-        self._enter_constant = {
+        # with encoders generated from the field tables (Layout.packer), the constants baked in.
+        enter_constant = {
             "time_in_force": config.time_in_force,
             "firm": firm,
             "display": config.display,
@@ -266,20 +265,23 @@ class OrderGateway:
             "cross_type": config.cross_type,
             "customer_type": config.customer_type,
         }
-        self._replace_layout = ouch.INBOUND["U"]
-        self._replace_constant = {
+        replace_constant = {
             "time_in_force": config.time_in_force,
             "display": config.display,
             "intermarket_sweep_eligibility": config.intermarket_sweep_eligibility,
             "minimum_quantity": config.minimum_quantity,
         }
-        self._cancel_layout = ouch.INBOUND["X"]
+        ouch.encode_inbound("O", order_token="", buy_sell_indicator="B", shares=1, stock="A", price=1, **enter_constant)
         ouch.encode_inbound(
-            "O", order_token="", buy_sell_indicator="B", shares=1, stock="A", price=1, **self._enter_constant
+            "U", existing_order_token="", replacement_order_token="", shares=1, price=1, **replace_constant
         )
-        ouch.encode_inbound(
-            "U", existing_order_token="", replacement_order_token="", shares=1, price=1, **self._replace_constant
+        self._enter = ouch.INBOUND["O"].packer(
+            "order_token", "buy_sell_indicator", "shares", "stock", "price", **enter_constant
         )
+        self._replace = ouch.INBOUND["U"].packer(
+            "existing_order_token", "replacement_order_token", "shares", "price", **replace_constant
+        )
+        self._cancel = ouch.INBOUND["X"].packer("order_token", shares=0)
         self._handlers: dict[str, Callable[[Any, int, list[GatewayEvent]], None]] = {
             "S": self._on_system_event,
             "A": self._on_accepted,
@@ -338,7 +340,7 @@ class OrderGateway:
             return SubmitResult(decision)
         if kind is RequestKind.CANCEL:
             token = request.existing_token
-            payload = self._cancel_layout.pack(order_token=token, shares=0)
+            payload = self._cancel(token)
             self.orders.sent_cancel(token)
             self.journal.cancel_sent(token)
         else:
@@ -346,25 +348,12 @@ class OrderGateway:
             token = self.tokens.allocate()
             if kind is RequestKind.NEW:
                 stock = self.stocks[request.locate]
-                payload = self._enter_layout.pack(
-                    self._enter_constant,
-                    order_token=token,
-                    buy_sell_indicator=request.side.value,
-                    shares=request.shares,
-                    stock=stock,
-                    price=request.price,
-                )
+                payload = self._enter(token, request.side.value, request.shares, stock, request.price)
                 self.orders.sent_new(token, request.locate, stock, request.side, request.price, request.shares)
                 self.journal.order_sent(token, request.locate, stock, request.side, request.price, request.shares)
             else:
                 existing = request.existing_token
-                payload = self._replace_layout.pack(
-                    self._replace_constant,
-                    existing_order_token=existing,
-                    replacement_order_token=token,
-                    shares=request.shares,
-                    price=request.price,
-                )
+                payload = self._replace(existing, token, request.shares, request.price)
                 self.orders.sent_replace(existing, token)
                 self._replacing[token] = existing
                 self.journal.replace_sent(existing, token, request.price, request.shares)

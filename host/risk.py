@@ -344,7 +344,7 @@ class RiskEngine:
         if top is None or not (top[0] or top[2]):
             return RiskDecision(False, RejectReason.NO_MARKET_DATA, f"locate {locate}: no BBO (no side present)")
         bid, _, ask, _, flags = top
-        age = now_ns - market.updated_ns[locate]
+        age = market.age_ns(locate, now_ns) or 0
         if age > limits.max_data_age_ms * NS_PER_MS:
             return RiskDecision(
                 False,

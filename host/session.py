@@ -60,6 +60,9 @@ __all__ = [
     "SoupSession",
 ]
 
+_UNSEQUENCED_HEADER = soup.UNSEQUENCED_DATA.packer("packet_length")
+"""Unsequenced Data's 3-byte header for a packet length (type byte plus payload): the hot path's encoder."""
+
 log = logging.getLogger(__name__)
 
 
@@ -276,7 +279,7 @@ class SoupSession:
             raise SessionNotLoggedInError(
                 f"{self.where}: cannot send {len(payload)}-byte message in state {self.state.value}, expected logged_in"
             )
-        self._write(soup.encode_unsequenced_data(payload), self._now)
+        self._write(_UNSEQUENCED_HEADER(len(payload) + 1) + payload, self._now)
 
     def logout(self) -> None:
         """Send a Logout Request (when logged in) and close: LOGGED_OUT. Nothing in a terminal state."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections import namedtuple
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,6 +168,60 @@ class Layout:
                 raise ValueError(f"{self.name}.{f.name}: {v} does not fit {f.width} unsigned bytes")
             args.append(v if how == 0 else v.to_bytes(f.width, self.byteorder))
         return self._struct.pack(*args)
+
+    def packer(self, *variable: str, **constants: Any) -> Callable[..., bytes]:
+        """A hot-path encoder: `constants` are checked and encoded once (as `pack` does), and the returned
+        function takes the `variable` fields positionally, in that order, and returns the record's bytes.
+
+        The function is generated from the field table (like namedtuple's): one struct call over the whole
+        record, the constants baked in as bytes. Integers out of range raise ValueError (struct's check);
+        text must be ASCII and at most the field's width (else ValueError) and is space-padded like `pack`.
+        Every value field must be either variable or constant (the tag field is filled in).
+        """
+        names = {f.name for f, _ in self._plan}
+        unknown = (set(variable) | set(constants)) - names
+        missing = names - set(variable) - set(constants) - ({self.tag_field} if self.tag is not None else set())
+        both = set(variable) & set(constants)
+        if unknown or missing or both:
+            raise KeyError(f"{self.name}.packer: unknown {sorted(unknown)}, missing {sorted(missing)}, "
+                           f"both variable and constant {sorted(both)}")  # fmt: skip
+        given = dict(constants)
+        if self.tag is not None:
+            given.setdefault(self.tag_field, self.tag.decode("ascii"))
+        # Encode every constant once through pack's own checks, then read each back as struct argument.
+        placeholders = {n: 0 if self.by_name[n].kind.is_integer or self.by_name[n].kind is Kind.NUMERIC else ""
+                        for n in variable}  # fmt: skip
+        fixed_args = self._struct.unpack(self.pack({**placeholders, **given}))
+
+        def explain(*values: Any) -> None:  # the error path only: pack's checks name the field
+            self.pack({**given, **dict(zip(variable, values))})
+
+        scope: dict[str, Any] = {"_pack": self._struct.pack, "_error": struct.error, "_explain": explain}
+        params = [f"v{i}" for i in range(len(variable))]
+        checks, args = [], []
+        for (f, how), fixed in zip(self._plan, fixed_args):
+            if f.name not in variable:
+                scope[f"c_{f.name}"] = fixed
+                args.append(f"c_{f.name}")
+                continue
+            v = params[variable.index(f.name)]
+            if how == 0:
+                args.append(v)
+            elif how == 1:
+                args.append(f"{v}.to_bytes({f.width}, {self.byteorder!r})")
+            else:  # text (2) or ASCII digits (3): encoded here, refused (by pack's own check) when too long
+                encode = f"str(int({v})).rjust({f.width})" if how == 3 else v
+                checks.append(f"    e_{v} = {encode}.encode('ascii')")
+                checks.append(f"    if len(e_{v}) > {f.width} or e_{v}.startswith(b'-'): _explain({', '.join(params)})")
+                args.append(f"e_{v}.ljust({f.width})")
+        call = ", ".join(params)
+        source = "\n".join(
+            [f"def pack({call}):", *checks, "    try:", f"        return _pack({', '.join(args)})",
+             "    except (_error, OverflowError) as e:", f"        _explain({call})",
+             f"        raise ValueError('{self.name}: ' + str(e))"]
+        )  # fmt: skip
+        exec(source, scope)  # code generated from the field table, as namedtuple does
+        return scope["pack"]
 
     def unpack(self, buf: bytes | bytearray | memoryview, offset: int = 0) -> Any:
         """Decode one record starting at `offset`; returns the layout's namedtuple."""

@@ -86,3 +86,35 @@ def test_little_endian_layout():
     assert raw == bytes([4, 3, 2, 1, 7, 6, 5])
     arr = le.decode_array(np.frombuffer(raw, dtype=np.uint8).reshape(1, -1))
     assert int(arr["a"][0]) == 0x01020304 and int(arr["b"][0]) == 0x050607
+
+
+@given(
+    n6=st.integers(0, (1 << 48) - 1),
+    n2=st.integers(0, 0xFFFF),
+    name=st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", max_size=4),
+    seq=st.integers(0, 99999),
+    variable=st.sets(st.sampled_from(["n6", "n2", "name", "seq"])),
+)
+def test_packer_gives_packs_bytes(n6, n2, name, seq, variable):
+    values = {"n6": n6, "n2": n2, "name": name, "seq": seq}
+    order = sorted(variable)
+    fast = LAYOUT.packer(*order, **{k: v for k, v in values.items() if k not in variable})
+    assert fast(*(values[k] for k in order)) == LAYOUT.pack(**values)
+
+
+def test_packer_refuses_what_pack_refuses_naming_the_field():
+    fast = LAYOUT.packer("n6", "n2", "name", "seq")
+    with pytest.raises(ValueError, match=r"sample\.n2: 65536 does not fit 2 unsigned bytes"):
+        fast(0, 1 << 16, "", 0)
+    with pytest.raises(ValueError, match=r"sample\.n6: -1 does not fit 6"):
+        fast(-1, 0, "", 0)
+    with pytest.raises(ValueError, match=r"sample\.name: 'ABCDE' is longer than 4 bytes"):
+        fast(0, 0, "ABCDE", 0)
+    with pytest.raises(ValueError, match=r"sample\.seq: 123456 does not fit 5 ASCII digits"):
+        fast(0, 0, "", 123456)
+    with pytest.raises(ValueError, match="ascii"):
+        fast(0, 0, "Ä", 0)
+    with pytest.raises(KeyError, match=r"missing \['seq'\]"):
+        LAYOUT.packer("n6", "n2", name="")
+    with pytest.raises(KeyError, match=r"unknown \['nope'\]"):
+        LAYOUT.packer("n6", "n2", "name", "seq", nope=1)

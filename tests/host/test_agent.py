@@ -171,3 +171,19 @@ def test_wirebook_run_json_prints_the_summary(tmp_path):
     assert summary["orders_sent"] > 0 and summary["instruments"] == 3
     assert set(summary["tick_to_order_us"]) == {"p50", "p99", "p99.9"}
     assert summary["kill_switch"] == {"engaged": False, "reason": ""}
+
+
+def test_live_view_shows_market_quotes_and_risk_state(job):
+    from rich.console import Console
+
+    from wirebook.host.dashboard import Dashboard
+
+    j = job(messages=6_000)
+    j.run(seconds=1.5)
+    console = Console(record=True, width=160)
+    console.print(Dashboard(j.agent).render())
+    text = console.export_text()
+    for symbol in j.agent.traded.values():
+        assert symbol in text
+    for label in ("our bid", "kill switch", "tick-to-order", "risk rejects", "open orders"):
+        assert label in text
