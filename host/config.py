@@ -47,7 +47,6 @@ class AgentSection(ConfigModel):
     cpu: int | None = Field(None, ge=0, description="pin the agent's thread to this CPU")
     token_prefix: str = Field("WB", min_length=1, max_length=6, pattern=r"^[A-Za-z0-9]+$")
     requote_interval_ms: int = Field(100, gt=0, description="revisit every instrument's quote this often")
-    status_interval_ms: int = Field(250, gt=0)
 
     @field_validator("instruments")
     @classmethod

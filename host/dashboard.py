@@ -24,7 +24,9 @@ ROWS = 12
 
 
 def _price(p: int) -> str:
-    return f"{p / DOLLAR:,.4f}" if p else "-"
+    if not p:
+        return "-"
+    return f"{p / DOLLAR:,.2f}" if p % 100 == 0 else f"{p / DOLLAR:,.4f}"  # cents unless sub-penny
 
 
 class Dashboard:

@@ -13,7 +13,11 @@ fresh SQLite file in `workdir`.
 
 from __future__ import annotations
 
+import re
 import secrets
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +45,12 @@ def run_config(ouch_port: int, workdir: Path, overrides: dict[str, Any] | None =
 
 
 class MainJob:
-    """The exchange simulator, the feed, the model card and the agent, wired together; `run` steps the agent."""
+    """The exchange simulator, the feed, the model card and the agent, wired together; `run` steps the agent.
+
+    With `separate_exchange` the simulator runs as its own process (`wirebook exchange`), as an exchange does:
+    it then takes none of the agent's interpreter time, so the latencies the summary reports are the agent's
+    own. In-process (the default, for tests) `exchange` is the ExchangeSimulator, open to inspection.
+    """
 
     def __init__(
         self,
@@ -54,6 +63,7 @@ class MainJob:
         overrides: dict[str, Any] | None = None,
         exchange_options: dict[str, Any] | None = None,
         ouch_port: int = 0,
+        separate_exchange: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -61,18 +71,36 @@ class MainJob:
             stale.unlink()
         self.feed = UdpFeed("127.0.0.1", 0)
         self.card = ModelCard()
-        self.exchange = ExchangeSimulator(
-            ExchangeConfig(
-                ouch_port=ouch_port, feed_address=("127.0.0.1", self.feed.port), symbols=symbols, messages=messages,
-                seed=seed, rate=rate, **(exchange_options or {}),
-            )
-        ).start()  # fmt: skip
+        self.exchange: ExchangeSimulator | None = None
+        self.exchange_process: subprocess.Popen | None = None
+        if separate_exchange:
+            self.exchange_process = subprocess.Popen(
+                [sys.executable, "-m", "wirebook", "exchange", "--ouch-port", str(ouch_port), "--feed-address",
+                 f"127.0.0.1:{self.feed.port}", "--symbols", str(symbols), "--messages", str(messages), "--seed",
+                 str(seed), "--rate", rate],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            line = self.exchange_process.stdout.readline()
+            listening = re.search(r" on [\d.]+:(\d+) ", line)
+            if listening is None:
+                self.exchange_process.kill()
+                self.feed.close()
+                raise RuntimeError(f"the exchange simulator did not start: {line.strip()!r}")
+            ouch_port = int(listening.group(1))
+        else:
+            self.exchange = ExchangeSimulator(
+                ExchangeConfig(
+                    ouch_port=ouch_port, feed_address=("127.0.0.1", self.feed.port), symbols=symbols,
+                    messages=messages, seed=seed, rate=rate, **(exchange_options or {}),
+                )
+            ).start()  # fmt: skip
+            ouch_port = self.exchange.ouch_port
         try:
-            self.config = run_config(self.exchange.ouch_port, self.workdir, overrides)
+            self.config = run_config(ouch_port, self.workdir, overrides)
             self.agent = Agent(self.config, self.card, receive=lambda: self.feed.receive(self.card))
             self.agent.start()
         except BaseException:
-            self.exchange.stop()
+            self._stop_exchange()
             self.feed.close()
             raise
 
@@ -100,7 +128,7 @@ class MainJob:
         try:
             self.agent.shutdown()
         finally:
-            self.exchange.stop()
+            self._stop_exchange()
             self.feed.close()
         c = self.card.counters
         summary["card"] = {"messages": c.messages, "gaps": c.gaps, "duplicates": c.duplicates,
@@ -108,10 +136,21 @@ class MainJob:
         summary["instruments"] = len(self.agent.traded)
         return summary
 
+    def _stop_exchange(self) -> None:
+        if self.exchange is not None:
+            self.exchange.stop()
+        if self.exchange_process is not None:
+            self.exchange_process.send_signal(signal.SIGINT)  # ends its day cleanly (End of Session)
+            try:
+                self.exchange_process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.exchange_process.kill()
+                self.exchange_process.wait()
+
 
 def run_main(*, seconds: float, live: bool = False, **options: Any) -> dict[str, Any]:
     """Run the main job for `seconds` (see MainJob for the options); returns the summary."""
-    job = MainJob(**options)
+    job = MainJob(separate_exchange=True, **options)
     try:
         if live:
             from .dashboard import Dashboard
