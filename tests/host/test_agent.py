@@ -187,3 +187,17 @@ def test_live_view_shows_market_quotes_and_risk_state(job):
         assert symbol in text
     for label in ("our bid", "kill switch", "tick-to-order", "risk rejects", "open orders"):
         assert label in text
+
+
+def test_prometheus_metrics_match_the_runs_counts(job):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    j = job(messages=6_000)
+    j.run(seconds=1.5)
+    families = {f.name: f for f in text_string_to_metric_families(j.agent.metrics_text().decode())}
+    sent = {s.labels["kind"]: s.value for s in families["wirebook_orders_sent"].samples}
+    assert sent == {kind: float(n) for kind, n in j.agent.metrics.orders_sent.items()} and sum(sent.values()) > 0
+    histogram = {s.name: s for s in families["wirebook_tick_to_order_seconds"].samples}
+    assert histogram["wirebook_tick_to_order_seconds_count"].value == j.agent.metrics.tick_to_order.count
+    assert families["wirebook_bbo_updates"].samples[0].value == j.card.model.updates  # every record the card made
+    assert families["wirebook_open_orders"].samples[0].value == j.agent.orders.open_count

@@ -10,6 +10,7 @@ and exits 0. The exchange's own messages are the reference, on SQLite and on Pos
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -92,8 +93,9 @@ def test_kill_9_restart_recovers_and_reconciles(tmp_path, journal_backend):
     write_config(config, exchange.ouch_port, feed_port, journal_config)
     first = second = None
     try:
-        first = start_agent(config)
+        first = start_agent(config, "--cpu", "0")
         wait_for(lambda: exchange.logged_in(DEFAULT_USERNAME), 30, "the first agent to log in")
+        assert os.sched_getaffinity(first.pid) == {0}  # pinned as asked
 
         def traded() -> bool:
             view = ExchangeView.of(exchange.sequenced_messages(DEFAULT_USERNAME))
