@@ -183,7 +183,9 @@ class Agent:
             result = self.gateway.submit(request, now_ns)
         except SessionNotLoggedInError:
             return None
-        if result.decision.accepted:
+        if not result.decision.accepted:
+            self.quoter.refused(request, now_ns)
+        else:
             sent_ns = self.clock()
             if tick_ns:
                 self.metrics.tick_to_order.observe_ns(sent_ns - tick_ns)

@@ -10,6 +10,8 @@ the gap is filled or the book is rebuilt: `mark_gap` / `clear_gap` hold that sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ..proto import bbo
@@ -39,6 +41,7 @@ class MarketView:
         self.symbols: dict[int, str] = dict(symbols or {})
         self.gap_since_ns = 0  # 0: no gap outstanding
         self.updates = 0
+        self.listeners: list[Callable[[list[int]], None]] = []  # told the locates of every batch (Positions)
 
     def update(self, records: np.ndarray, now_ns: int) -> list[int]:
         """Apply one batch in order (a later record of a locate wins); returns the locates it touched, each
@@ -52,7 +55,10 @@ class MarketView:
             updated[locate] = now_ns
             touched[locate] = None
         self.updates += len(records)
-        return list(touched)
+        changed = list(touched)
+        for listener in self.listeners:
+            listener(changed)
+        return changed
 
     # --- one instrument ------------------------------------------------------------------------------------
 

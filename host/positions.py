@@ -98,6 +98,14 @@ class Positions:
         self._held: dict[int, InstrumentPosition] = {}  # the instruments with a non-zero position
         self.realized_total = 0
         self.version = 0
+        # The portfolio figures, kept current as fills and marks move rather than summed on every read: twice
+        # each held instrument's notional (exact integers: a mid may be half a unit), their sums, and the sum of
+        # the held instruments' open cost. `revision` counts every change of them.
+        self._notional2: dict[int, int] = {}
+        self._gross2 = self._net2 = self._held_cost = 0
+        self.revision = 0
+        if market is not None:
+            market.listeners.append(self._marks_moved)
 
     # --- fills ---------------------------------------------------------------------------------------------
 
@@ -116,6 +124,8 @@ class Positions:
         book = self.instruments.get(locate)
         if book is None:
             book = self.instruments[locate] = InstrumentPosition(locate)
+        if book.position:
+            self._held_cost -= book.cost
         realized_before = book.cash + book.cost
         sign = side.sign
         book.cash -= sign * shares * price
@@ -141,10 +151,12 @@ class Positions:
             book.sold += shares
         if book.position:
             self._held[locate] = book
+            self._held_cost += book.cost
         else:
             self._held.pop(locate, None)
         self.realized_total += book.cash + book.cost - realized_before
         self.version += 1
+        self._revalue(locate)
         return book
 
     def replay(self, fills: Iterable[FillLike]) -> None:
@@ -152,7 +164,10 @@ class Positions:
         self.instruments.clear()
         self._held.clear()
         self.realized_total = 0
+        self._notional2.clear()
+        self._gross2 = self._net2 = self._held_cost = 0
         self.version += 1
+        self.revision += 1
         for fill in fills:
             self.on_fill(fill.locate, fill.side, fill.shares, fill.price)
 
@@ -177,17 +192,39 @@ class Positions:
 
     def mark(self, locate: int) -> float:
         """Mark price in Price(4) units: BBO mid, else the side present, else the last fill price (0 if none)."""
+        return self._mark2(locate) / 2
+
+    def _mark2(self, locate: int) -> int:
+        """Twice the mark: an integer even for a mid."""
         market = self.market
         if market is not None:
             top = market.top(locate)
             if top is not None:
                 bid, ask = top[0], top[2]
                 if bid and ask:
-                    return (bid + ask) / 2
+                    return bid + ask
                 if bid or ask:
-                    return float(bid or ask)
+                    return 2 * (bid or ask)
         book = self.instruments.get(locate)
-        return float(book.last_price) if book is not None else 0.0
+        return 2 * book.last_price if book is not None else 0
+
+    def _revalue(self, locate: int) -> None:
+        """Bring one instrument's part of the portfolio figures up to date with its position and mark."""
+        book = self._held.get(locate)
+        new = book.position * self._mark2(locate) if book is not None else 0
+        old = self._notional2.pop(locate, 0)
+        if new:
+            self._notional2[locate] = new
+        self._gross2 += abs(new) - abs(old)
+        self._net2 += new - old
+        self.revision += 1
+
+    def _marks_moved(self, locates: Iterable[int]) -> None:
+        """MarketView.update's notification: the tops of `locates` changed."""
+        held = self._held
+        for locate in locates:
+            if locate in held:
+                self._revalue(locate)
 
     def realized(self, locate: int) -> int:
         book = self.instruments.get(locate)
@@ -228,17 +265,36 @@ class Positions:
         """Sum of position * mark over the instruments (longs minus shorts), in money units."""
         return sum(book.position * self.mark(book.locate) for book in self._held.values())
 
-    def snapshot(self) -> tuple[float, float, float, dict[int, float]]:
-        """(gross exposure, net exposure, total P&L, {locate: signed notional}) in one pass over the marks."""
-        gross = net = unrealized = 0.0
-        notionals: dict[int, float] = {}
-        for locate, book in self._held.items():
-            notional = book.position * self.mark(locate)
-            notionals[locate] = notional
-            gross += abs(notional)
-            net += notional
-            unrealized += notional - book.cost
-        return gross, net, self.realized_total + unrealized, notionals
+    def snapshot(self) -> tuple[float, float, float, _Halves]:
+        """(gross exposure, net exposure, total P&L, {locate: signed notional}) in money units, from the figures
+        kept current as fills and marks move (no pass over the instruments)."""
+        net2 = self._net2
+        return self._gross2 / 2, net2 / 2, self.realized_total + net2 / 2 - self._held_cost, _Halves(self._notional2)
+
+
+class _Halves:
+    """A read-only {locate: notional} view of the doubled notionals."""
+
+    __slots__ = ("_doubled",)
+
+    def __init__(self, doubled: dict[int, int]) -> None:
+        self._doubled = doubled
+
+    def get(self, locate: int, default: float = 0.0) -> float:
+        doubled = self._doubled.get(locate)
+        return default if doubled is None else doubled / 2
+
+    def __getitem__(self, locate: int) -> float:
+        return self._doubled[locate] / 2
+
+    def __contains__(self, locate: object) -> bool:
+        return locate in self._doubled
+
+    def __len__(self) -> int:
+        return len(self._doubled)
+
+    def items(self) -> Iterator[tuple[int, float]]:
+        return ((locate, doubled / 2) for locate, doubled in self._doubled.items())
 
 
 def _round_div(numerator: int, denominator: int) -> int:

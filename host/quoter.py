@@ -15,6 +15,8 @@ that close the difference; the agent passes each through the risk engine and the
 A NEW or REPLACE that would reach our own order on the other side as it will rest after this batch (the risk
 engine refuses a self-cross) is held back until that side has moved.
 
+A request the risk engine refused is not asked again, unchanged, for `retry_after_ms`.
+
 Order: when the new bid would reach our resting ask (the market moved up), the ask's requests come first, so
 the two sides never cross each other on the way (the risk engine refuses a self-cross).
 """
@@ -32,6 +34,8 @@ class QuoteManager:
         self.orders = orders
         self.config = config
         self.placed_ns: dict[str, int] = {}  # token -> when we asked for the price it rests at
+        # (locate, side) -> (kind, price, shares, until_ns) of a request the risk engine refused
+        self._refused: dict[tuple[int, Side], tuple[RequestKind, int, int, int]] = {}
 
     def requests(self, locate: int, quote: Quote, now_ns: int) -> list[OrderRequest]:
         mine = self.orders.open_of(locate)
@@ -39,6 +43,9 @@ class QuoteManager:
         asks = [o for o in mine if o.side is Side.SELL]
         buy = self._side(locate, Side.BUY, quote.bid, bids, now_ns)
         sell = self._side(locate, Side.SELL, quote.ask, asks, now_ns)
+        if self._refused and (buy or sell):
+            buy = [r for r in buy if not self._held_back(r, now_ns)]
+            sell = [r for r in sell if not self._held_back(r, now_ns)]
         if not buy and not sell:
             return buy  # the common case: the quote stands
         # Never let one side reach our own other side, as it will rest once this batch is done (an order whose
@@ -64,6 +71,22 @@ class QuoteManager:
     def placed(self, token: str, now_ns: int) -> None:
         """The gateway sent a NEW or REPLACE for `token` (the replacement token for a REPLACE)."""
         self.placed_ns[token] = now_ns
+
+    def refused(self, request: OrderRequest, now_ns: int) -> None:
+        """The risk engine refused `request`: the same request on that side waits `retry_after_ms` (a refused
+        request asked again at once would only be refused again, once per BBO update)."""
+        until = now_ns + self.config.retry_after_ms * 1_000_000
+        self._refused[(request.locate, request.side)] = (request.kind, request.price, request.shares, until)
+
+    def _held_back(self, request: OrderRequest, now_ns: int) -> bool:
+        key = (request.locate, request.side)
+        held = self._refused.get(key)
+        if held is None:
+            return False
+        if now_ns >= held[3]:
+            del self._refused[key]
+            return False
+        return held[:3] == (request.kind, request.price, request.shares)
 
     def forget(self, token: str) -> None:
         """The order is done: drop its placement time."""

@@ -63,8 +63,8 @@ and, when `kill_after_rejects` > 0, that many rejects (KILL_SWITCH refusals not 
 
 Performance: the accept path allocates nothing but the duplicate-window key (the decision is the `ACCEPTED`
 singleton) and logs nothing. It reads the locate's open orders once (`OwnOrders.open_of`, linear in the
-open orders); the portfolio figures (exposure, P&L) are recomputed only when `MarketView.updates` or
-`Positions.version` changed since the last check.
+open orders); the portfolio figures (exposure, P&L) come from Positions, which keeps them current as fills
+and marks move (`Positions.revision`).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ import enum
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -262,8 +262,8 @@ class RiskEngine:
         self._fill_times: deque[int] = deque()
         self._reject_times: deque[int] = deque()
         self._recent_new: dict[tuple[int, Side, int, int], int] = {}  # (locate, side, price, shares) -> ns sent
-        self._portfolio_key: tuple[int, int] | None = None
-        self._portfolio: tuple[float, float, float, dict[int, float]] = (0.0, 0.0, 0.0, {})
+        self._portfolio_key: int | None = None
+        self._portfolio: tuple[float, float, float, Any] = (0.0, 0.0, 0.0, {})  # notionals: a {locate: .} view
 
     @property
     def limits(self) -> RiskLimits:
@@ -593,7 +593,7 @@ class RiskEngine:
 
     def _portfolio_figures(self) -> tuple[float, float, float, dict[int, float]]:
         """(gross, net, total P&L, {locate: notional}) in money units, recomputed when marks or fills changed."""
-        key = (self.market.updates, self.positions.version)
+        key = self.positions.revision
         if key != self._portfolio_key:
             self._portfolio = self.positions.snapshot()
             self._portfolio_key = key

@@ -64,6 +64,9 @@ class QuoterConfig(ConfigModel):
     requote_threshold_ticks: int = Field(1, ge=1, description="replace a live quote only when it moved this much")
     max_quote_age_ms: int = Field(5_000, gt=0, description="replace a quote older than this even if unchanged")
     stale_after_ms: int = Field(2_000, gt=0, description="pull quotes when the instrument's data is older than this")
+    retry_after_ms: int = Field(
+        100, ge=0, description="a request the risk engine refused is not repeated for this long"
+    )
 
 
 class MarketMaker:

@@ -118,7 +118,7 @@ def test_exposure_across_instruments() -> None:
     assert p.total_pnl() == -50 * DOLLAR
     gross, net, pnl, notionals = p.snapshot()
     assert (gross, net, pnl) == (p.gross_exposure(), p.net_exposure(), p.total_pnl())
-    assert notionals == {1: p.notional(1), 2: p.notional(2)}
+    assert dict(notionals.items()) == {1: p.notional(1), 2: p.notional(2)}
 
 
 def test_replay_rebuilds_the_same_state() -> None:
@@ -174,3 +174,29 @@ def test_realized_plus_unrealized_is_the_cash_flow_pnl(
         total += expected
     assert Fraction(p.total_pnl()) == total
     assert np.isclose(p.gross_exposure(), sum(abs(p.notional(locate)) for locate in range(4)))
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("fill"), fill_strategy),
+            st.tuples(
+                st.just("quote"), st.tuples(st.integers(0, 3), st.integers(0, 2_000_000), st.integers(0, 2_000_000))
+            ),
+        ),
+        max_size=60,
+    )
+)
+def test_the_kept_figures_equal_a_full_recount(steps) -> None:
+    market = MarketView()
+    p = Positions(market)
+    for kind, args in steps:
+        if kind == "fill":
+            p.on_fill(*args)
+        else:
+            quote(market, *args)
+        gross, net, pnl, notionals = p.snapshot()
+        # the same figures summed from scratch over every instrument, at today's marks
+        assert (gross, net, pnl) == (p.gross_exposure(), p.net_exposure(), p.total_pnl())
+        assert dict(notionals.items()) == {b.locate: p.notional(b.locate) for b in p.held()}

@@ -178,3 +178,14 @@ def test_a_new_order_waits_for_the_cancel_in_flight_on_its_side():
     assert qm.requests(L, Quote((1_000_300, 100), None), 0) == []
     orders.canceled("B1", 100)
     assert [r.kind for r in qm.requests(L, Quote((1_000_300, 100), None), 0)] == [RequestKind.NEW]
+
+
+def test_a_refused_request_is_not_asked_again_until_retry_after():
+    qm = QuoteManager(OwnOrders(), QuoterConfig(retry_after_ms=100))
+    quote = Quote((1_000_300, 100), (1_000_700, 100))
+    first = qm.requests(L, quote, 0)
+    qm.refused(first[0], 0)  # the bid was refused (say, a duplicate)
+    assert [r.side for r in qm.requests(L, quote, 50 * MS)] == [Side.SELL]
+    moved = Quote((1_000_200, 100), (1_000_700, 100))  # a different bid is a new request: it goes
+    assert [r.side for r in qm.requests(L, moved, 50 * MS)] == [Side.BUY, Side.SELL]
+    assert [r.side for r in qm.requests(L, quote, 100 * MS)] == [Side.BUY, Side.SELL]  # and after the wait
