@@ -391,23 +391,7 @@ class MatchingEngine:
         )
         self._insert(order)
         accepted = ouch.encode_outbound(
-            "A",
-            timestamp=self.timestamp,
-            order_token=token,
-            buy_sell_indicator=order.side,
-            shares=order.open_shares,
-            stock=order.stock,
-            price=order.price,
-            time_in_force=order.time_in_force,
-            firm=order.firm,
-            display=order.display,
-            order_reference_number=order.reference,
-            capacity=order.capacity,
-            intermarket_sweep_eligibility=order.intermarket_sweep_eligibility,
-            minimum_quantity=order.minimum_quantity,
-            cross_type=order.cross_type,
-            order_state="L",
-            bbo_weight_indicator=" ",
+            "A", timestamp=self.timestamp, order_token=token, bbo_weight_indicator=" ", **_live_order_fields(order)
         )
         return [Outbound(account, accepted), *self._rest_or_take(order)]
 
@@ -443,25 +427,9 @@ class MatchingEngine:
         )
         self._insert(order)
         replaced = ouch.encode_outbound(
-            "U",
-            timestamp=self.timestamp,
-            replacement_order_token=new_token,
-            buy_sell_indicator=order.side,
-            shares=order.open_shares,
-            stock=order.stock,
-            price=order.price,
-            time_in_force=order.time_in_force,
-            firm=order.firm,
-            display=order.display,
-            order_reference_number=order.reference,
-            capacity=order.capacity,
-            intermarket_sweep_eligibility=order.intermarket_sweep_eligibility,
-            minimum_quantity=order.minimum_quantity,
-            cross_type=order.cross_type,
-            order_state="L",
-            previous_order_token=old.token,
-            bbo_weight_indicator=" ",
-        )
+            "U", timestamp=self.timestamp, replacement_order_token=new_token, previous_order_token=old.token,
+            bbo_weight_indicator=" ", **_live_order_fields(order),
+        )  # fmt: skip
         return [Outbound(account, replaced), *self._rest_or_take(order)]
 
     def cancel(self, account: str, message: Any) -> list[Outbound]:
@@ -493,6 +461,17 @@ class MatchingEngine:
             return (0, 0, 0, 0)
         bid_price, bid_shares, _, ask_price, ask_shares, _, _ = book.top()
         return (bid_price, bid_shares, ask_price, ask_shares)
+
+
+def _live_order_fields(order: AgentOrder) -> dict[str, Any]:
+    """The fields Accepted and Replaced both carry, for a live order."""
+    return {
+        "buy_sell_indicator": order.side, "shares": order.open_shares, "stock": order.stock, "price": order.price,
+        "time_in_force": order.time_in_force, "firm": order.firm, "display": order.display,
+        "order_reference_number": order.reference, "capacity": order.capacity,
+        "intermarket_sweep_eligibility": order.intermarket_sweep_eligibility,
+        "minimum_quantity": order.minimum_quantity, "cross_type": order.cross_type, "order_state": "L",
+    }  # fmt: skip
 
 
 def _opposite(order: AgentOrder) -> int:
