@@ -88,7 +88,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="wirebook",
-        description="wirebook: ITCH 5.0 feed handler appliance — market generator, golden book model, tools.",
+        description="wirebook: ITCH 5.0 feed handler appliance — market generator, golden book model, gateware, host "
+        "agent, exchange simulator, tools.",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
