@@ -56,6 +56,7 @@ MS = 1_000_000
 ALL_INSTRUMENTS = "*"
 RESTART_TOKEN_GAP = 10_000
 GIL_SWITCH_INTERVAL_S = 50e-6
+DONE_ORDERS_KEPT = 100_000  # finished orders kept in memory; the journal has every one
 
 
 class Card:
@@ -217,6 +218,7 @@ class Agent:
 
     def _timers(self, now_ns: int) -> None:
         self.metrics.gateway_anomalies = self.gateway.anomalies
+        self.orders.prune(DONE_ORDERS_KEPT)
         if self.market.gap and not self.card.gap:
             self.market.clear_gap()
         self.risk.evaluate_loss()

@@ -20,6 +20,7 @@ are terminal ("done"); everything else is open.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -154,6 +155,7 @@ class OwnOrders:
     orders: dict[str, Order] = field(default_factory=dict)
     _open: dict[str, Order] = field(default_factory=dict)
     _open_by_locate: dict[int, dict[str, Order]] = field(default_factory=dict)  # the quoter asks per instrument
+    _done: deque[str] = field(default_factory=deque)  # tokens of finished orders, oldest first (for prune)
 
     # --- reading -----------------------------------------------------------------------------------------
 
@@ -304,3 +306,18 @@ class OwnOrders:
         order.cancel_pending = False
         if self._open.pop(order.token, None) is not None:
             del self._open_by_locate[order.locate][order.token]
+        self._done.append(order.token)
+
+    def prune(self, keep_done: int) -> int:
+        """Forget all but the `keep_done` most recently finished orders (the journal keeps them all): a day of
+        requoting makes millions. A late message about a forgotten token is then an unknown token. Returns how
+        many were forgotten."""
+        done, orders = self._done, self.orders
+        forgotten = 0
+        while len(done) > keep_done:
+            token = done.popleft()
+            order = orders.get(token)
+            if order is not None and not order.is_open:
+                del orders[token]
+                forgotten += 1
+        return forgotten

@@ -149,3 +149,18 @@ def test_tokens_are_unique_fixed_width_and_resumable():
     full.allocate()
     with pytest.raises(OverflowError):
         full.allocate()
+
+
+def test_prune_forgets_the_oldest_finished_orders_only():
+    orders = OwnOrders()
+    for n in range(5):
+        orders.sent_new(f"T{n}", 7, "AAPL", Side.BUY, 100_000, 100)
+    orders.rejected("T0")
+    orders.accepted("T1", 1, 100_000, 100)
+    orders.canceled("T1", 100)
+    orders.rejected("T2")
+    assert orders.prune(keep_done=1) == 2  # T0 and T1 go, T2 (the latest finished) and the open ones stay
+    assert sorted(orders.orders) == ["T2", "T3", "T4"]
+    assert orders.open_count == 2
+    with pytest.raises(UnknownOrderError):
+        orders.executed("T1", 1)
