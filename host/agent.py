@@ -17,6 +17,10 @@ next order token (moved RESTART_TOKEN_GAP further: a token sent just before a cr
 journal) and the kill switch's latch. Orders sent but never answered are settled once the replay has caught
 up; an order of ours the exchange replays that the journal never saw is adopted and canceled (gateway).
 
+The journal holds every order event, risk decision and fill: a refusal is journaled as a risk decision (with
+its reason and the limit's words), an acceptance as the order_sent / replace_sent / cancel_sent event the
+gateway journals right after it, before the bytes go out.
+
 Tick-to-order latency is measured from the moment a batch of records is in hand to each OUCH message
 handed to the socket (`metrics.tick_to_order`), the risk check alone in `metrics.risk_check`.
 """
