@@ -33,7 +33,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -63,7 +63,7 @@ GIL_SWITCH_INTERVAL_S = 50e-6
 DONE_ORDERS_KEPT = 100_000  # finished orders kept in memory; the journal has every one
 
 
-class Card:
+class Card(Protocol):
     """What the agent needs of a card (wirebook.driver): BBO batches, the stock directory, the feed's state."""
 
     symbols: dict[int, str]
@@ -117,6 +117,11 @@ class Agent:
             _TimedRisk(self.risk, self.metrics, clock), {},
             config=config.gateway, journal=self.journal,
         )  # fmt: skip
+        m = self.metrics
+        m.gateway_anomalies = self.gateway.anomalies  # the gateway's own counter, read at each scrape
+        m.gauges["wirebook_open_orders"] = lambda: self.orders.open_count
+        m.gauges["wirebook_kill_switch"] = lambda: float(self.risk.killed)
+        m.gauges["wirebook_pnl_dollars"] = lambda: self.positions.total_pnl() / DOLLAR
         self.publisher = Publisher(config.publish) if publish and config.publish.endpoint else None
         self.commands = CommandQueue()
         self.control = (
@@ -221,7 +226,6 @@ class Agent:
             self._quote(locate, now_ns)
 
     def _timers(self, now_ns: int) -> None:
-        self.metrics.gateway_anomalies = self.gateway.anomalies
         self.orders.prune(DONE_ORDERS_KEPT)
         if self.market.gap and not self.card.gap:
             self.market.clear_gap()
@@ -384,11 +388,7 @@ class Agent:
         return {"kill_switch": False, "reset_by": operator}
 
     def metrics_text(self) -> bytes:
-        m = self.metrics
-        m.gauges["wirebook_open_orders"] = lambda: self.orders.open_count
-        m.gauges["wirebook_kill_switch"] = lambda: float(self.risk.killed)
-        m.gauges["wirebook_pnl_dollars"] = lambda: self.positions.total_pnl() / DOLLAR
-        return m.exposition(m.registry())
+        return self.metrics.exposition()
 
     def summary(self) -> dict[str, Any]:
         """The run's result, as `wirebook run --json` prints it."""

@@ -2,7 +2,7 @@
 
 `MarketView.update(records, now_ns)` takes one batch of BBO update records (proto.bbo.DTYPE) from the card
 and keeps, per ITCH stock locate, the last top of book and the host time it arrived. Everything the strategy
-and the risk engine ask (best bid and ask, halted, degraded, crossed, age) is read from there.
+and the risk engine ask (best bid and ask, halted, degraded, age) is read from there.
 
 A feed gap (the card reports missing MoldUDP64 sequences) makes every instrument's top unreliable until
 the gap is filled or the book is rebuilt: `mark_gap` / `clear_gap` hold that state.
@@ -75,15 +75,6 @@ class MarketView:
         top = self.top_of[locate]
         return (top[2], top[3]) if top is not None else (0, 0)
 
-    def two_sided(self, locate: int) -> bool:
-        top = self.top_of[locate]
-        return top is not None and bool(top[0]) and bool(top[2])
-
-    def crossed(self, locate: int) -> bool:
-        """Both sides present and the bid at or above the ask (locked or crossed)."""
-        top = self.top_of[locate]
-        return top is not None and bool(top[0]) and bool(top[2]) and top[0] >= top[2]
-
     def halted(self, locate: int) -> bool:
         top = self.top_of[locate]
         return top is not None and bool(top[4] & bbo.FLAG_HALTED)
@@ -97,12 +88,6 @@ class MarketView:
         if self.top_of[locate] is None:
             return None
         return now_ns - self.updated_ns[locate]
-
-    def symbol(self, locate: int) -> str:
-        try:
-            return self.symbols[locate]
-        except KeyError:
-            raise KeyError(f"stock locate {locate} has no symbol (not in the stock directory the agent saw)") from None
 
     # --- the feed ------------------------------------------------------------------------------------------
 

@@ -80,14 +80,12 @@ class AgentMetrics:
         )
         self.risk_check = LatencyHistogram("wirebook_risk_check_seconds", "one pre-trade risk check")
         self.gauges: dict[str, Callable[[], float]] = {}  # name -> reader, e.g. position, P&L, kill switch
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
 
-    def registry(self) -> CollectorRegistry:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(self))
-        return registry
-
-    def exposition(self, registry: CollectorRegistry) -> bytes:
-        return generate_latest(registry)
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every metric, as scraped."""
+        return generate_latest(self.registry)
 
 
 class _Collector:

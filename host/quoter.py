@@ -64,10 +64,6 @@ class QuoteManager:
             return sell + buy
         return buy + sell
 
-    def pull(self, locate: int) -> list[OrderRequest]:
-        """Cancels for every open order of the instrument not already being canceled."""
-        return [_cancel(o) for o in self.orders.open_of(locate) if not o.cancel_pending]
-
     def placed(self, token: str, now_ns: int) -> None:
         """The gateway sent a NEW or REPLACE for `token` (the replacement token for a REPLACE)."""
         self.placed_ns[token] = now_ns
