@@ -78,6 +78,9 @@ class AgentMetrics:
         self.tick_to_order = LatencyHistogram(
             "wirebook_tick_to_order_seconds", "BBO record available to OUCH bytes handed to the socket"
         )
+        self.tick_to_sent = LatencyHistogram(
+            "wirebook_tick_to_sent_seconds", "BBO record available to the socket write returning"
+        )
         self.risk_check = LatencyHistogram("wirebook_risk_check_seconds", "one pre-trade risk check")
         self.gauges: dict[str, Callable[[], float]] = {}  # name -> reader, e.g. position, P&L, kill switch
         self.registry = CollectorRegistry(auto_describe=False)
@@ -103,6 +106,7 @@ class _Collector:
         yield _labelled("wirebook_gateway_anomalies", "untrusted exchange input handled, by kind", "kind",
                         m.gateway_anomalies)  # fmt: skip
         yield m.tick_to_order.family()
+        yield m.tick_to_sent.family()
         yield m.risk_check.family()
         for name, read in list(m.gauges.items()):
             yield GaugeMetricFamily(name, name.replace("_", " "), value=float(read()))

@@ -5,7 +5,9 @@ asyncio. Each `poll(now)` reads whatever arrived and returns the Sequenced Data 
 `(sequence_number, payload)` pairs in order, flushes any bytes the socket did not take earlier, sends a
 Client Heartbeat when nothing was sent for `heartbeat_interval_s`, and declares the link lost when nothing was
 received for `heartbeat_timeout_s`. `send(payload)` sends one Unsequenced Data packet; it refuses
-(`SessionNotLoggedInError`) unless the session is logged in. Time is the caller's `now` in seconds (any
+(`SessionNotLoggedInError`) unless the session is logged in. Between `hold()` and `release()` the packets
+sent are kept and then written with one system call (the agent holds while it answers one batch of market
+data, so a two-sided requote leaves as one TCP segment instead of two). Time is the caller's `now` in seconds (any
 monotonic origin), so tests drive the timers without waiting.
 
 States and the events that move between them (`TRANSITIONS`; `_transition` is the only place `state`
@@ -191,6 +193,7 @@ class SoupSession:
         self._sock: socket.socket | None = None
         self._framer = soup.SoupBinTCPFramer(soup.Sender.SERVER, config.max_packet_length)
         self._out = bytearray()  # bytes the socket has not taken yet
+        self._held: list[bytes] | None = None  # packets sent between hold() and release()
         self._recv = bytearray(recv_size)
         self._recv_view = memoryview(self._recv)
         self._requested_sequence = next_sequence
@@ -279,7 +282,29 @@ class SoupSession:
             raise SessionNotLoggedInError(
                 f"{self.where}: cannot send {len(payload)}-byte message in state {self.state.value}, expected logged_in"
             )
-        self._write(_UNSEQUENCED_HEADER(len(payload) + 1) + payload, self._now)
+        packet = _UNSEQUENCED_HEADER(len(payload) + 1) + payload
+        held = self._held
+        if held is not None:
+            held.append(packet)
+        else:
+            self._write(packet, self._now)
+
+    def hold(self) -> None:
+        """Keep what send() is given until release(): the packets then go to the socket in one write."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> int:
+        """Write the packets held since hold() (one system call) and stop holding; returns how many were held.
+
+        If the link was lost while holding, the held packets are discarded with it (see `_lose`)."""
+        held = self._held
+        self._held = None
+        if not held:
+            return 0
+        if self.state is SessionState.LOGGED_IN:
+            self._write(held[0] if len(held) == 1 else b"".join(held), self._now)
+        return len(held)
 
     def logout(self) -> None:
         """Send a Logout Request (when logged in) and close: LOGGED_OUT. Nothing in a terminal state."""
@@ -290,8 +315,9 @@ class SoupSession:
             try:
                 # Shutdown, not the hot path: let the last bytes and the Logout Request go out in full.
                 sock.settimeout(self.config.connect_timeout_s)
-                sock.sendall(bytes(self._out) + soup.LOGOUT_REQUEST_PACKET)
+                sock.sendall(bytes(self._out) + b"".join(self._held or ()) + soup.LOGOUT_REQUEST_PACKET)
                 self._out.clear()
+                self._held = None
                 sock.shutdown(socket.SHUT_WR)
             except OSError as e:
                 log.warning("%s: Logout Request not sent: %s", self.where, e)
@@ -366,6 +392,10 @@ class SoupSession:
             self.anomalies["unsent_discarded"] += 1
             log.error("%s: %d bytes queued for the socket discarded with the link", self.where, len(self._out))
             self._out.clear()
+        if self._held:
+            self.anomalies["unsent_discarded"] += 1
+            log.error("%s: %d packets held for the socket discarded with the link", self.where, len(self._held))
+            self._held.clear()
         self._close_socket()
         if self._attempts >= self.config.max_reconnects:
             log.error(

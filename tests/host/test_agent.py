@@ -19,6 +19,7 @@ import pytest
 from wirebook.host.journal import JournalConfig, open_journal, recover
 from wirebook.host.run import MainJob
 from wirebook.proto import ouch
+from wirebook.proto import soupbintcp as soup
 from wirebook.sim.exchange import DEFAULT_USERNAME
 
 LIMITS = {
@@ -101,6 +102,22 @@ def job(tmp_path):
     for j in made:
         if j.exchange._thread is not None:
             j.close()
+
+
+def test_the_orders_of_one_batch_leave_in_one_write(job):
+    j = job(overrides={"risk": LIMITS, "strategy": {"size": 100}})
+    session = j.agent.session
+    writes: list[bytes] = []
+    write = session._write
+    session._write = lambda data, now: (writes.append(bytes(data)), write(data, now))
+    j.run(seconds=2.0)
+    framer = soup.SoupBinTCPFramer(soup.Sender.CLIENT)
+    orders_per_write = [sum(p.packet_type == "U" for p in framer.feed(data)) for data in writes]
+    sent = j.agent.metrics.orders_sent
+    assert sum(orders_per_write) == sum(sent.values())  # every order went out, none twice
+    assert max(orders_per_write) >= 2  # two-sided requotes: both sides in one write
+    m = j.agent.metrics
+    assert m.tick_to_order.count == m.tick_to_sent.count > 0
 
 
 def test_trades_within_limits_and_agrees_with_the_exchange(job, tmp_path):

@@ -54,29 +54,48 @@ class QuietCard:
 
 
 class LoopbackSession:
-    """The surface of SoupSession the gateway uses, wired to a MatchingEngine; `release` answers at a time."""
+    """The surface of SoupSession the gateway uses, wired to a MatchingEngine; `answers_due` answers at a time.
+
+    Packets sent between hold() and release() reach the engine at release(), as the real session writes them."""
 
     def __init__(self, engine: MatchingEngine) -> None:
         self.engine = engine
         self.state = SessionState.LOGGED_IN
         self.where = "loopback"
         self.pending: list[bytes] = []
-        self.release = 0
+        self.answers_due = 0
         self.last_sequence = 0
         self.inbound: list[Any] = []
+        self.held: list[bytes] | None = None
 
     @property
     def logged_in(self) -> bool:
         return True
 
     def send(self, payload: bytes) -> None:
+        if self.held is not None:
+            self.held.append(payload)
+        else:
+            self._deliver(payload)
+
+    def hold(self) -> None:
+        if self.held is None:
+            self.held = []
+
+    def release(self) -> int:
+        held, self.held = self.held or [], None
+        for payload in held:
+            self._deliver(payload)
+        return len(held)
+
+    def _deliver(self, payload: bytes) -> None:
         message = ouch.decode_inbound(payload)
         self.inbound.append(message)
         self.pending += [out.message for out in self.engine.handle(ACCOUNT, message)]
 
     def poll(self, now: float) -> list[tuple[int, bytes]]:
-        out, self.pending = self.pending[: self.release], self.pending[self.release :]
-        self.release = 0
+        out, self.pending = self.pending[: self.answers_due], self.pending[self.answers_due :]
+        self.answers_due = 0
         first = self.last_sequence + 1
         self.last_sequence += len(out)
         return list(enumerate(out, first))
@@ -138,7 +157,7 @@ def test_the_kill_switch_leaves_no_open_order(tmp_path_factory, steps, kill_at):
                     agent.gateway.submit(OrderRequest(RequestKind.CANCEL, order.locate, order.side,
                                                       existing_token=order.token), now)  # fmt: skip
                 elif kind == "answer":
-                    session.release = step[1]
+                    session.answers_due = step[1]
             except (OrderStateError, UnknownOrderError, ValueError):
                 pass  # a request the state machine or OUCH refuses is not sent: nothing to check
             agent.step(now)
@@ -147,7 +166,7 @@ def test_the_kill_switch_leaves_no_open_order(tmp_path_factory, steps, kill_at):
             agent.kill("property test, at the end")
             sent_after_kill = len(session.inbound)
         for _ in range(200):  # the exchange answers everything; the agent's loop runs meanwhile
-            session.release = len(session.pending)
+            session.answers_due = len(session.pending)
             agent.step(now)
             now += 1_000
             if not session.pending:

@@ -403,6 +403,50 @@ def test_send_carries_one_unsequenced_data_packet(server):
     session.logout()
 
 
+def test_held_packets_leave_in_order_in_one_write(server):
+    session = logged_in(server)
+    writes: list[bytes] = []
+    write = session._write
+    session._write = lambda data, now: (writes.append(bytes(data)), write(data, now))
+    session.hold()
+    for n in range(3):
+        session.send(b"O-order-%d" % n)
+    assert writes == []  # nothing leaves while held
+    assert session.release() == 3
+    assert len(writes) == 1
+    wait(lambda: len(server.inbound) == 3)
+    assert server.inbound == [b"O-order-0", b"O-order-1", b"O-order-2"]
+    assert session.release() == 0  # not holding: nothing to write
+    session.send(b"O-after")  # and send() writes at once again
+    assert len(writes) == 2
+    session.logout()
+
+
+def test_held_packets_are_discarded_with_a_lost_link(server):
+    session = logged_in(server)
+    session.hold()
+    session.send(b"O-lost")
+    server.drop()
+    pump(session, T0, lambda: session.state is SessionState.BACKOFF)
+    assert session.anomalies["unsent_discarded"] == 1
+    assert session.release() == 0  # discarded with the link: nothing to write on the next one
+    pump(session, T0 + 1, lambda: session.logged_in)
+    session.send(b"O-next")
+    wait(lambda: server.inbound)
+    assert server.inbound == [b"O-next"]
+    session.logout()
+
+
+def test_logout_while_holding_sends_the_held_packets_first(server):
+    session = logged_in(server)
+    session.hold()
+    session.send(b"O-last")
+    session.logout()
+    wait(lambda: "O" in server.packet_types)
+    assert server.packet_types == ["L", "U", "O"]
+    assert server.inbound == [b"O-last"]
+
+
 def test_send_refused_before_login(server):
     session = SoupSession(server.config())
     with pytest.raises(SessionNotLoggedInError, match=r"cannot send 3-byte message in state disconnected"):
