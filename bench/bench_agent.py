@@ -12,6 +12,9 @@ batch's bytes are handed to the socket (metrics.tick_to_order: the write is call
 return (metrics.tick_to_sent), the write alone, and the risk check alone per check (metrics.risk_check).
 Targets in CPython: tick-to-order p50 <= 10 us, p99 <= 25 us; the risk check p99 <= 3 us.
 Run: .venv/bin/python bench/bench_agent.py  (or `make bench`)
+
+`--stages` times each stage of the path instead (a timer around each call, which adds about 0.1 us to each
+and so is a separate run) and records where the time goes in bench/results/agent_stages.md.
 """
 
 from __future__ import annotations
@@ -55,6 +58,66 @@ def model_records(path: Path) -> tuple[np.ndarray, dict[int, str]]:
     return model.apply_chunk(chunk, 1), model.symbols
 
 
+STAGES = [
+    # (label, attribute of the agent, method): in the order a record flows; a write counts only when it wrote
+    ("market view update (per batch)", "market", "update"),
+    ("strategy: desired quote", "strategy", "desired"),
+    ("quote manager: requests", "quoter", "requests"),
+    ("gateway submit, all of it (per request)", "gateway", "submit"),
+    ("  risk check", "risk", "check"),
+    ("  order state: NEW sent", "orders", "sent_new"),
+    ("  order state: REPLACE sent", "orders", "sent_replace"),
+    ("  OUCH encode: Enter Order", "gateway", "_enter"),
+    ("  OUCH encode: Replace Order", "gateway", "_replace"),
+    ("  journal: order_sent", "journal", "order_sent"),
+    ("  journal: replace_sent", "journal", "replace_sent"),
+    ("  session: frame and hold", "session", "send"),
+    ("the batch's write (send())", "session", "release"),
+    ("exchange poll (recv(), per step)", "gateway", "poll"),
+]
+
+
+def time_stages(agent: Agent) -> dict[str, list[int]]:
+    """Wrap each stage's method with a timer; the samples (ns) by label."""
+    samples: dict[str, list[int]] = {}
+    clock = time.perf_counter_ns
+    for label, owner, method in STAGES:
+        target = getattr(agent, owner)
+        inner = getattr(target, method)
+        kept = samples[label] = []
+
+        def timed(*args, _inner=inner, _kept=kept, _any=method != "release"):
+            started = clock()
+            result = _inner(*args)
+            if _any or result:
+                _kept.append(clock() - started)
+            return result
+
+        setattr(target, method, timed)
+    return samples
+
+
+def record_stages(samples: dict[str, list[int]], args: argparse.Namespace, updates: int) -> str:
+    rows = []
+    for label, values in samples.items():
+        if not values:
+            continue
+        us = np.array(values) / 1e3
+        p50, p99 = np.percentile(us, [50, 99])
+        rows.append([label, f"{len(us):,}", f"{p50:.2f}", f"{p99:.2f}", f"{us.mean():.2f}"])
+    return record(
+        "agent_stages",
+        f"Host agent: where tick-to-order goes, stage by stage ({updates:,} BBO updates, {args.symbols} symbols, "
+        f"seed {args.seed})",
+        ".venv/bin/python bench/bench_agent.py --stages",
+        ["stage (a call)", "calls", "p50 us", "p99 us", "mean us"],
+        rows,
+        notes="Each stage's method timed in the loop of the tick-to-order benchmark (bench/results/agent.md), one "
+        "sample per call; indented rows are inside the gateway's submit. The timer around each call adds about 0.1 "
+        "us. The exchange simulator runs in its own process.",
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -67,6 +130,7 @@ def main() -> int:
     p.add_argument("--symbols", type=int, default=20)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--updates", type=int, default=100_000, help="BBO records fed to the agent (default 100000)")
+    p.add_argument("--stages", action="store_true", help="time each stage instead (bench/results/agent_stages.md)")
     args = p.parse_args()
     path = generated_file(args.symbols, args.messages, args.seed)
     records, symbols = model_records(path)
@@ -107,6 +171,7 @@ def main() -> int:
                 sends.append(time.perf_counter_ns() - started)
 
             agent.session._write = timed_write
+            stages = time_stages(agent) if args.stages else {}
             gc.collect()
             gc.freeze()  # what a deployed agent does after start-up: no collector pass over start-up objects
             started = time.perf_counter()
@@ -118,6 +183,9 @@ def main() -> int:
             agent.shutdown()
             exchange.terminate()
             exchange.wait(10)
+    if args.stages:
+        print(record_stages(stages, args, len(records)))
+        return 0
     m = agent.metrics
     t2o = m.tick_to_order.percentiles_us(50, 99, 99.9)
     t2s = m.tick_to_sent.percentiles_us(50, 99, 99.9)
