@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/bench_gateware.py
 	$(BIN)/python bench/bench_components.py
 	$(BIN)/python bench/bench_agent.py
+	$(BIN)/python bench/bench_agent.py --stages
 
 # Re-pin every Python package after a dependency change in pyproject.toml.
 lock: install

@@ -1,31 +1,35 @@
-"""The `model` card: the golden book model behind the card's interface, fed by the MoldUDP64 feed.
+"""The `model` card: the golden book model behind the card's interface (driver/card.py).
 
-Until the gateware drivers land (`sim`, `pynq`, `net`), the agent takes its BBO update records from this
-card: it receives MoldUDP64 downstream packets (from a UDP socket with `UdpFeed`, or pushed by a caller),
-tracks the session's sequence numbers, runs the ITCH messages through wirebook.model.book.BookModel and
-hands out the records in batches (`poll`), exactly the records the real card emits for the same feed.
+It takes what the gateware takes, Ethernet frames of the feed (`push_frames`), filters them by destination
+as the card's registers say (`configure`: the multicast groups and ports, the card's MAC), and runs the
+MoldUDP64 packets' ITCH messages through wirebook.model.book.BookModel; `poll` hands out the records in
+batches, exactly the records the gateware emits for the same feed (card_timestamp aside: the model has no
+clock, so `set_clock` only records the value). `push_packet` takes a MoldUDP64 packet directly.
 
 Sequencing, as the card's line arbiter does it: a packet's messages below the expected sequence are
 duplicates (dropped, counted); a packet starting above it opens a gap (counted, first missing sequence and
 count kept, `gap` set until `clear_gap`); the book then runs lenient, skipping (and counting) messages
 about orders it never saw, and the strategy pulls its quotes while `gap` holds. Heartbeats move nothing;
-end of session is recorded. A packet that does not decode (or of another session) is counted and dropped,
-never raised.
+end of session is recorded. A frame or packet that does not decode, is not for us, or is of another
+session is counted and dropped, never raised.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..model.book import BookModel
-from ..proto import bbo, itch_file, moldudp64
+from ..proto import bbo, itch_file, moldudp64, net
 from ..proto.errors import WireError
+from .card import CardSetup, FeedState
 
-__all__ = ["CardCounters", "ModelCard", "UdpFeed"]
+__all__ = ["CardCounters", "ModelCard"]
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +45,82 @@ class CardCounters:
     first_missing: int = 0  # of the last gap
     malformed: int = 0
     other_session: int = 0
+    not_for_us: int = 0  # frames whose destination is not a configured group (or our MAC)
     end_of_session: bool = False
 
 
 class ModelCard:
-    """MoldUDP64 packets in (`push_packet`), BBO record batches out (`poll`); see the module docstring."""
+    """Feed frames (`push_frames`) or MoldUDP64 packets (`push_packet`) in, BBO record batches out (`poll`);
+    see the module docstring."""
+
+    kind = "model"
 
     def __init__(self, session: str | None = None, first_sequence: int = 1) -> None:
         self.session = session
         self.next_sequence = first_sequence
         self.model = BookModel(lenient=True)
-        self.counters = CardCounters()
+        self.counts = CardCounters()
         self.gap = False
+        self.clock = 0
         self._batches: list[np.ndarray] = []
+        self._destinations: set[tuple[int, int]] | None = None  # (address, port); None: every frame
+        self._local_mac = 0
+        self._accept_multicast = True
+
+    # --- the card API (driver/card.py) ------------------------------------------------------------------
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def configure(self, setup: CardSetup) -> None:
+        """Take the setup's destinations, MAC and session; the book starts empty."""
+        self._destinations = {(g["address"], g["port"]) for g in setup.group_entries()}
+        self._local_mac = net.mac_address(setup.local_mac)
+        self._accept_multicast = setup.accept_multicast
+        self.session = setup.session or None
+        self.model = BookModel(lenient=True)
+        self.counts = CardCounters()
+        self.next_sequence = 1
+        self.gap = False
+        self._batches.clear()
+
+    def push_frames(self, frames: Sequence[bytes], line: int = 0) -> None:
+        """Feed frames as the card's line takes them: ours are unwrapped and their packets applied."""
+        for frame in frames:
+            try:
+                parsed = net.parse_udp_frame(frame)
+            except WireError as e:
+                self.counts.malformed += 1
+                log.warning("model card: dropped a frame: %s", e)
+                continue
+            if self._destinations is not None and not self._for_us(parsed):
+                self.counts.not_for_us += 1
+                continue
+            self.push_packet(parsed.payload)
+
+    def _for_us(self, parsed: net.UdpFrame) -> bool:
+        mac = parsed.eth.destination
+        if mac != self._local_mac and not (self._accept_multicast and mac >> 23 == 0x01005E << 1):
+            return False
+        return (parsed.ip.destination, parsed.udp.destination_port) in self._destinations
+
+    def counters(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.counts)
+
+    def status(self) -> dict[str, Any]:
+        c = self.counts
+        return {"expected_sequence": self.next_sequence, "last_gap_first": c.first_missing,
+                "end_of_session_seen": int(c.end_of_session), "clock": self.clock}  # fmt: skip
+
+    def set_clock(self, value: int) -> None:
+        self.clock = value
+
+    def feed_state(self) -> FeedState:
+        c = self.counts
+        return FeedState(messages=c.messages, gaps=c.gaps, duplicates=c.duplicates, end_of_session=c.end_of_session)
 
     @property
     def symbols(self) -> dict[int, str]:
@@ -61,7 +128,8 @@ class ModelCard:
         return self.model.symbols
 
     def push_packet(self, payload: bytes | bytearray | memoryview) -> None:
-        c = self.counters
+        """One MoldUDP64 downstream packet (a UDP payload)."""
+        c = self.counts
         try:
             packet = moldudp64.decode_packet(payload)
         except WireError as e:
@@ -121,34 +189,3 @@ class ModelCard:
 
     def clear_gap(self) -> None:
         self.gap = False
-
-
-class UdpFeed:
-    """A non-blocking UDP socket receiving the feed (unicast, or a multicast group joined on `interface`)."""
-
-    def __init__(self, address: str, port: int, interface: str = "0.0.0.0") -> None:
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        multicast = socket.inet_aton(address)[0] & 0xF0 == 0xE0
-        self.socket.bind((address, port))
-        if multicast:
-            membership = socket.inet_aton(address) + socket.inet_aton(interface)
-            self.socket.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
-        self.socket.setblocking(False)
-        self.port = self.socket.getsockname()[1]
-
-    def receive(self, card: ModelCard, max_packets: int = 256) -> int:
-        """Push up to `max_packets` waiting packets into `card`; returns how many."""
-        n = 0
-        while n < max_packets:
-            try:
-                payload = self.socket.recv(65536)
-            except BlockingIOError:
-                break
-            card.push_packet(payload)
-            n += 1
-        return n
-
-    def close(self) -> None:
-        self.socket.close()

@@ -1,7 +1,8 @@
 """The agent's configuration file (TOML): one section per component, each declared next to its code.
 
     [agent]     AgentSection (below): instruments to quote, busy polling, CPU pin, token prefix, timers
-    [feed]      FeedConfig (below): where the card's feed comes from (the `model` card: a UDP address)
+    [feed]      FeedConfig (below): where the host receives the feed it hands to the card (look-aside)
+    [card]      driver.card.CardSetup: the card's registers (MAC, groups and ports, session, lines)
     [strategy]  host.strategy.QuoterConfig
     [risk]      host.risk.RiskLimits
     [session]   host.session.SessionConfig (the OUCH port and its SoupBinTCP login)
@@ -24,6 +25,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
+from ..driver.card import CardSetup
 from .control import ControlConfig
 from .gateway import GatewayConfig
 from .journal import JournalConfig
@@ -60,7 +62,7 @@ class AgentSection(ConfigModel):
 
 
 class FeedConfig(ConfigModel):
-    """[feed]: the MoldUDP64 feed the `model` card receives (unicast, or a multicast group)."""
+    """[feed]: the MoldUDP64 feed the host receives and hands to the card (unicast, or a multicast group)."""
 
     address: str = Field("127.0.0.1", description="address to bind, or multicast group to join")
     port: int = Field(26477, ge=0, le=65535)
@@ -70,6 +72,7 @@ class FeedConfig(ConfigModel):
 class AgentConfig(ConfigModel):
     agent: AgentSection
     feed: FeedConfig = FeedConfig()
+    card: CardSetup = CardSetup()
     strategy: QuoterConfig = QuoterConfig()
     risk: RiskLimits = RiskLimits()
     session: SessionConfig

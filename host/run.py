@@ -1,9 +1,11 @@
-"""The main job: an exchange simulator, its feed, the `model` card and the agent, in one process.
+"""The main job: an exchange simulator, its feed, a card and the agent.
 
 `run_main(...)` starts the exchange simulator (sim/exchange.py: OUCH 4.2 over SoupBinTCP on a loopback
-port, the generated market published as MoldUDP64 to a loopback UDP port), the card receiving that feed
-(driver/model_card.py until the gateware drivers land) and the agent quoting every instrument of the
-market, for `seconds` (or until the market ends). With a terminal it shows a live view (rich): the BBO of a
+port, the generated market published as MoldUDP64 to a loopback UDP port), the card the feed goes to in
+look-aside mode (driver/card.py: the host receives the feed on a socket and hands the frames to the card;
+`card="sim"`, the default of `wirebook run`, is the gateware's Verilog in Verilator, `card="model"` the
+golden model) and the agent quoting every instrument of the market, for `seconds` (or until the market
+ends). With a terminal it shows a live view (rich): the BBO of a
 few instruments, our quotes, positions, P&L, risk state and rejections; it ends with the summary that
 `--json` prints as one object (Agent.summary, plus the exchange's and the card's counts).
 
@@ -23,7 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..driver.model_card import ModelCard, UdpFeed
+from ..driver.card import Card, CardSetup, open_card
+from ..driver.feed_input import SocketFeed
 from ..sim.exchange import DEFAULT_PASSWORD, DEFAULT_USERNAME, ExchangeConfig, ExchangeSimulator
 from .agent import Agent
 from .config import AgentConfig, parse_config
@@ -45,7 +48,7 @@ def run_config(ouch_port: int, workdir: Path, overrides: dict[str, Any] | None =
 
 
 class MainJob:
-    """The exchange simulator, the feed, the model card and the agent, wired together; `run` steps the agent.
+    """The exchange simulator, the feed, the card and the agent, wired together; `run` steps the agent.
 
     With `separate_exchange` the simulator runs as its own process (`wirebook exchange`), as an exchange does:
     it then takes none of the agent's interpreter time, so the latencies the summary reports are the agent's
@@ -64,13 +67,19 @@ class MainJob:
         exchange_options: dict[str, Any] | None = None,
         ouch_port: int = 0,
         separate_exchange: bool = False,
+        card: str = "model",
+        card_options: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         for stale in self.workdir.glob("journal.sqlite3*"):
             stale.unlink()
-        self.feed = UdpFeed("127.0.0.1", 0)
-        self.card = ModelCard()
+        self.feed = SocketFeed("127.0.0.1", 0)
+        try:
+            self.card: Card = open_card(card, CardSetup(groups=[self.feed.destination]), **(card_options or {}))
+        except BaseException:
+            self.feed.close()
+            raise
         self.exchange: ExchangeSimulator | None = None
         self.exchange_process: subprocess.Popen | None = None
         if separate_exchange:
@@ -85,6 +94,7 @@ class MainJob:
             if listening is None:
                 self.exchange_process.kill()
                 self.feed.close()
+                self.card.close()
                 raise RuntimeError(f"the exchange simulator did not start: {line.strip()!r}")
             ouch_port = int(listening.group(1))
         else:
@@ -102,6 +112,7 @@ class MainJob:
         except BaseException:
             self._stop_exchange()
             self.feed.close()
+            self.card.close()
             raise
 
     def run(self, seconds: float, refresh: Callable[[], None] | None = None) -> None:
@@ -112,7 +123,7 @@ class MainJob:
         next_view = 0
         while (now := clock()) < deadline:
             busy = agent.step(now)
-            if not busy and card.counters.end_of_session:
+            if not busy and card.feed_state().end_of_session:
                 break
             if refresh is not None and now >= next_view:
                 refresh()
@@ -130,9 +141,10 @@ class MainJob:
         finally:
             self._stop_exchange()
             self.feed.close()
-        c = self.card.counters
-        summary["card"] = {"messages": c.messages, "gaps": c.gaps, "duplicates": c.duplicates,
-                           "end_of_session": c.end_of_session}  # fmt: skip
+            state = self.card.feed_state()
+            self.card.close()
+        summary["card"] = {"kind": self.card.kind, "messages": state.messages, "gaps": state.gaps,
+                           "duplicates": state.duplicates, "end_of_session": state.end_of_session}  # fmt: skip
         summary["instruments"] = len(self.agent.traded)
         return summary
 

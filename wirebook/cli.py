@@ -146,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         "agent", help="the host agent: BBO from the card -> strategy -> risk -> OUCH (runs until SIGTERM)"
     )
     a.add_argument("--config", type=Path, required=True, help="the agent's TOML file (deploy/agent.example.toml)")
-    a.add_argument("--card", choices=["model"], default="model",
-                   help="card backend: model (the golden model fed by the [feed] MoldUDP64 address; the gateware "
-                   "backends come with the driver issue)")  # fmt: skip
+    a.add_argument("--card", choices=["model", "sim"], default="model",
+                   help="card backend: model (the golden model) or sim (the gateware in Verilator), both fed in "
+                   "look-aside mode from the [feed] MoldUDP64 address; the [card] section sets them up")  # fmt: skip
     a.add_argument("--cpu", type=int, help="pin the agent to this CPU (overrides [agent] cpu)")
     a.add_argument("--seconds", type=float, help="stop after this long (default: run until SIGINT/SIGTERM)")
     a.add_argument("--json", action="store_true", help="print the run's summary as one JSON object at exit")
@@ -217,7 +217,8 @@ def _cmd_hdl_registers(args: argparse.Namespace) -> int:
 def _cmd_agent(args: argparse.Namespace) -> int:
     import logging
 
-    from .driver.model_card import ModelCard, UdpFeed
+    from .driver.card import CardError, open_card
+    from .driver.feed_input import SocketFeed
     from .host.agent import Agent
     from .host.config import load_config
     from .host.validated import ConfigError
@@ -230,8 +231,16 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         return 2
     if args.cpu is not None:
         config.agent.cpu = args.cpu
-    feed = UdpFeed(config.feed.address, config.feed.port, config.feed.interface)
-    card = ModelCard()
+    feed = SocketFeed(config.feed.address, config.feed.port, config.feed.interface, card_mac=config.card.local_mac)
+    setup = config.card
+    if "groups" not in setup.model_fields_set:  # the card takes what the host receives
+        setup = setup.model_copy(update={"groups": [feed.destination]})
+    try:
+        card = open_card(args.card, setup, instruments=config.agent.instruments)
+    except CardError as e:
+        feed.close()
+        print(f"wirebook agent: {e}", file=sys.stderr)
+        return 2
     agent = Agent(config, card, receive=lambda: feed.receive(card))
     try:
         agent.start()
@@ -245,6 +254,7 @@ def _cmd_agent(args: argparse.Namespace) -> int:
         summary = agent.summary()
         agent.shutdown()
         feed.close()
+        card.close()
     if args.json:
         print(json.dumps(summary, sort_keys=True))
     return 0
