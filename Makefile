@@ -7,8 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := tshark g++ make perl postgresql  # tshark: dissector cross-checks; g++, make, perl: Verilator
-# builds; postgresql: the journal's PostgreSQL tests start their own server in a temporary directory
+DEBIAN_PACKAGES := tshark g++ make perl postgresql libdpdk-dev pkg-config iproute2  # tshark: dissector cross-checks;
+# g++, make, perl: Verilator builds; postgresql: the journal's PostgreSQL tests start their own server in a temporary
+# directory; libdpdk-dev (DPDK 22.11 with every PMD, net_pcap/net_ring/net_af_packet included), pkg-config and gcc
+# (from g++): driver/dpdk builds its shim on first use; iproute2: the DPDK af_packet test's `ip netns`
 OUT := out
 PYTEST_ARGS ?=
 
@@ -17,7 +19,7 @@ PYTEST_ARGS ?=
 test: install debian-packages lint
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-run: install
+run: install debian-packages
 	$(BIN)/wirebook run --seconds 30 --workdir $(OUT)/run
 
 install: $(STAMP)
@@ -51,6 +53,7 @@ bench: install
 	$(BIN)/python bench/bench_components.py
 	$(BIN)/python bench/bench_agent.py
 	$(BIN)/python bench/bench_agent.py --stages
+	$(BIN)/python bench/bench_dpdk.py
 
 # Re-pin every Python package after a dependency change in pyproject.toml.
 lock: install

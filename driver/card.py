@@ -17,6 +17,9 @@ MoldUDP64 session, line enables), the instrument table is filled as the stock di
 feed's gaps are read from the `gaps` counter (at most every `status_interval_ms`; `gap` stays set, and the
 strategy stays out, until `clear_gap`: after a gap the card's books miss orders).
 
+Records lost between the card and the host (a record packet of the `net` card, an overrun DMA ring of the
+`pynq` card) set `gap` too: the host's view of those books missed an update.
+
 The `model` card (driver/model_card.py) implements the same interface over the golden model.
 """
 
@@ -139,6 +142,7 @@ class CardBackend(Protocol):
     name: str
     bus: RegisterBus
     fresh: bool  # the gateware was just reset or loaded: its instrument table is empty
+    records_lost: int  # records (or packets of them) lost on the way to the host: the books here missed them
 
     def open(self) -> None: ...
     def close(self) -> None: ...
@@ -176,6 +180,7 @@ class GatewareCard:
         self._clock = clock
         self._gaps_seen = 0
         self._gaps_cleared = 0
+        self._lost_cleared = 0
         self._status_every_ns = MS
         self._next_status_ns = 0
 
@@ -218,6 +223,7 @@ class GatewareCard:
             regs.write("line_enable", int(line in setup.lines), line)
         self._status_every_ns = int(setup.status_interval_ms * MS)
         self._gaps_seen = self._gaps_cleared = 0
+        self._lost_cleared = self.backend.records_lost
         self.gap = False
         deadline = time.monotonic() + CLEAR_TIMEOUT_S
         while regs.read("clearing"):
@@ -226,23 +232,20 @@ class GatewareCard:
         regs.write("enable", 1)
 
     def _unsubscribe_ours(self) -> None:
-        regs = self.registers
-        if self.slots:
-            regs.write("instrument_valid", 0)
-            for locate in self.slots:
-                regs.write("instrument_locate", locate)
-                regs.command("instrument_write")
+        self._unsubscribe(list(self.slots))
         self.symbols.clear()
         self.slots.clear()
         self.left_out.clear()
 
     def _clear_instrument_table(self) -> None:
-        regs = self.registers
-        regs.write("instrument_valid", 0)
-        regs.write("instrument_slot", 0)
-        for locate in range(TABLE_LOCATES):
-            regs.write("instrument_locate", locate)
-            regs.command("instrument_write")
+        self._unsubscribe(range(TABLE_LOCATES))
+
+    def _unsubscribe(self, locates: Iterable[int]) -> None:
+        writes: list[tuple[str, Any, int | str | None]] = [("instrument_valid", 0, None), ("instrument_slot", 0, None)]
+        for locate in locates:
+            writes += [("instrument_locate", locate, None), ("instrument_write", 1, None)]
+        if len(writes) > 2:
+            self.registers.write_all(writes)
 
     # --- the feed --------------------------------------------------------------------------------------------
 
@@ -299,12 +302,13 @@ class GatewareCard:
                 log.warning("%s card: feed gap (%d so far; last: %d messages from %d missing)", self.kind, gaps,
                             self.registers.read("last_gap_count"), self.registers.read("last_gap_first"))  # fmt: skip
                 self._gaps_seen = gaps
-            self.gap = self._gaps_seen > self._gaps_cleared
+            self.gap = self._gaps_seen > self._gaps_cleared or self.backend.records_lost > self._lost_cleared
         return records
 
     def clear_gap(self) -> None:
         """The operator (or a rebuild) vouches for the books again: `gap` clears until the next one."""
         self._gaps_cleared = self._gaps_seen
+        self._lost_cleared = self.backend.records_lost
         self.gap = False
 
     def counters(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ read. Nothing here knows addresses or widths: they all come from the register ma
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -74,6 +75,23 @@ class CardRegisters:
         base = reg.address(index)
         for k, word in enumerate(reg.to_words(value)):
             self.bus.write32(base + WORD_BYTES * k, word)
+
+    def write_all(self, writes: Sequence[tuple[str, Any, int | str | None]]) -> None:
+        """Many writes (name, value, index) in order; in as few bus transactions as the bus allows
+        (`write32_many`, e.g. the net card's batched requests)."""
+        words = []
+        for name, value, index in writes:
+            reg = registers.register(name)
+            if not reg.access.writable:
+                raise CardError(f"{self.where}: register {name!r} is {reg.access.value}, not writable")
+            base = reg.address(index)
+            words += [(base + WORD_BYTES * k, word) for k, word in enumerate(reg.to_words(value))]
+        many = getattr(self.bus, "write32_many", None)
+        if many is not None:
+            many(words)
+        else:
+            for address, word in words:
+                self.bus.write32(address, word)
 
     def command(self, name: str) -> None:
         """Pulse a command (write 1 to its strobe)."""

@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--seed", type=int, default=1)
     rn.add_argument("--rate", default="20000", help="feed pace: messages per second, max, realtime[:K] (default 20000)")
     rn.add_argument("--workdir", type=Path, default=Path("out/run"), help="journal folder (default out/run)")
+    rn.add_argument("--card", choices=["sim", "model"], default="sim",
+                    help="sim: the gateware's Verilog in Verilator (default; built once, about a minute, and "
+                    "cached in out/sim); model: the golden model")  # fmt: skip
     rn.add_argument("--json", action="store_true", help="no live view: print one JSON object (orders_sent, fills, "
                     "risk_rejects, kill_switch, position, pnl, tick_to_order_us, ...)")  # fmt: skip
     rn.set_defaults(func=_cmd_run)
@@ -264,7 +267,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .host.run import run_main
 
     summary = run_main(seconds=args.seconds, symbols=args.symbols, messages=args.messages, seed=args.seed,
-                       rate=args.rate, workdir=args.workdir, live=not args.json and sys.stdout.isatty())  # fmt: skip
+                       rate=args.rate, workdir=args.workdir, card=args.card,
+                       live=not args.json and sys.stdout.isatty())  # fmt: skip
     print(json.dumps(summary, sort_keys=True, indent=None if args.json else 1))
     return 0
 

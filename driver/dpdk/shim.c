@@ -78,13 +78,24 @@ int wb_log_capture(int echo_level)
     return rte_openlog_stream(stream);
 }
 
-size_t wb_log_tail(char *out, size_t capacity)
+size_t wb_log_end(void)
+{
+    size_t end;
+    pthread_mutex_lock(&log_lock);
+    end = log_end;
+    pthread_mutex_unlock(&log_lock);
+    return end;
+}
+
+size_t wb_log_tail(char *out, size_t capacity, size_t since)
 {
     size_t kept, start, n;
     if (capacity == 0)
         return 0;
     pthread_mutex_lock(&log_lock);
     kept = log_end < WB_LOG_KEEP ? log_end : WB_LOG_KEEP;
+    if (since <= log_end && log_end - since < kept)
+        kept = log_end - since;
     n = kept < capacity - 1 ? kept : capacity - 1;
     start = log_end - n;
     for (size_t i = 0; i < n; i++)
@@ -325,8 +336,10 @@ uint32_t wb_tx(uint16_t port_id, const uint8_t *slots, uint32_t slot_size, const
             break;
         for (uint16_t i = 0; i < want; i++) {
             uint32_t len = lengths[sent + i];
-            char *dst = len <= p->max_tx_frame ? rte_pktmbuf_append(burst[i], (uint16_t)len) : NULL;
-            if (unlikely(dst == NULL || len == 0)) { /* the Python side checks lengths first */
+            char *dst = NULL;
+            if (likely(len > 0 && len <= p->max_tx_frame && len <= slot_size))
+                dst = rte_pktmbuf_append(burst[i], (uint16_t)len);
+            if (unlikely(dst == NULL)) { /* refused: the Python side checks lengths before calling */
                 rte_pktmbuf_free_bulk(burst, want);
                 return sent;
             }

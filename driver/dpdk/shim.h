@@ -35,7 +35,9 @@ struct wb_stats {
  * Call before wb_eal_init to capture the EAL's own messages. */
 #define WB_LOG_KEEP 16384
 int wb_log_capture(int echo_level);
-size_t wb_log_tail(char *out, size_t capacity); /* the kept log, oldest first, NUL-terminated */
+size_t wb_log_end(void); /* bytes logged so far: a mark to pass to wb_log_tail */
+/* The kept log written since mark `since` (0: all of it), oldest first, NUL-terminated; returns its length. */
+size_t wb_log_tail(char *out, size_t capacity, size_t since);
 
 int wb_eal_init(int argc, char **argv); /* rte_eal_init: parsed argument count, or -rte_errno */
 int wb_eal_cleanup(void);
@@ -72,9 +74,9 @@ int wb_port_has_rx_timestamp(uint16_t port_id);
 uint32_t wb_rx(uint16_t port_id, uint8_t *slots, uint32_t slot_size, uint32_t max_frames, uint32_t *lengths,
                uint64_t *timestamps);
 
-/* Send `count` frames (slot i, lengths[i] bytes, each 1..wb_port_max_tx_frame) on tx queue 0, in order.
- * Stops at the first frame the tx queue or the mempool cannot take; returns the number sent (frames
- * [0, n) are on their way, [n, count) were not sent and may be retried). */
+/* Send `count` frames (slot i, lengths[i] bytes) on tx queue 0, in order. Stops at the first frame the tx
+ * queue or the mempool cannot take, or whose length is not 1..min(slot_size, wb_port_max_tx_frame);
+ * returns the number sent (frames [0, n) are on their way, [n, count) were not sent). */
 uint32_t wb_tx(uint16_t port_id, const uint8_t *slots, uint32_t slot_size, const uint32_t *lengths,
                uint32_t count);
 

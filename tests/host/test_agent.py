@@ -18,8 +18,10 @@ import pytest
 
 from wirebook.host.journal import JournalConfig, open_journal, recover
 from wirebook.host.run import MainJob
-from wirebook.proto import ouch
+from wirebook.model.replay import replay
+from wirebook.proto import bbo, ouch
 from wirebook.proto import soupbintcp as soup
+from wirebook.sim import market
 from wirebook.sim.exchange import DEFAULT_USERNAME
 
 LIMITS = {
@@ -146,6 +148,33 @@ def test_trades_within_limits_and_agrees_with_the_exchange(job, tmp_path):
     symbols = agent.market.symbols
     assert {symbols[b.locate]: b.position for b in rebuilt.instruments.values() if b.position} == view.positions()
     assert summary["tick_to_order_us"]["p50"] is not None
+
+
+@pytest.mark.parametrize("card", ["model", "sim"])
+def test_the_agent_on_each_card_consumes_the_golden_records_and_agrees_with_the_exchange(job, card, tmp_path):
+    """The same market through the golden model and through the gateware (Verilator): the agent consumes
+    exactly the records of the golden model's replay of the day, and its positions are the exchange's fills."""
+    day = tmp_path / "day.itch"
+    market.write_itch(day, symbols=4, messages=12_000, seed=23)
+    expected = replay(day)
+    j = job(card=card, overrides={"risk": LIMITS, "strategy": {"size": 100}}, seed=23)
+    digest = bbo.Digest()
+    poll = j.card.poll
+
+    def recording_poll():
+        records = poll()
+        digest.update(records)
+        return records
+
+    j.card.poll = recording_poll
+    j.run(seconds=8.0)
+    summary = j.close()
+    view = ExchangeView.of(j.exchange.sequenced_messages(DEFAULT_USERNAME))
+    assert summary["card"]["kind"] == card and summary["card"]["end_of_session"]
+    assert (digest.count, digest.hexdigest()) == (expected.bbo_updates, expected.bbo_sha256)
+    assert agent_positions(j.agent) == view.positions()
+    assert view.open_tokens() == []
+    assert summary["orders_sent"] and summary["fills"]
 
 
 def test_kill_switch_from_the_control_api_cancels_everything(job):
