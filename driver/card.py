@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -73,6 +73,13 @@ class CardSetup(ConfigModel):
     session: str = Field("", max_length=10, description="MoldUDP64 session to accept; empty: any")
     lines: list[str] = Field(default_factory=lambda: list(registers.LINES), description="feed lines enabled")
     status_interval_ms: float = Field(1.0, gt=0, description="how often poll() reads the gap counter")
+    # Where the card is, per backend (the register values above are the same for all):
+    net_card: str = Field("", description="net: the card's CSR socket, address:port")
+    net_records: Literal["socket", "dpdk"] = Field("socket", description="net: receive record packets with")
+    net_local_address: str = Field("", description="net: this host's address on the card's link")
+    net_record_port: int = Field(22339, ge=1, le=65535, description="net: UDP port the records come to")
+    dpdk_device: str = Field("", description="net with dpdk: the DPDK device, e.g. a vdev or a port id")
+    dpdk_eal_args: list[str] = Field(default_factory=list, description="net with dpdk: EAL arguments")
 
     @field_validator("local_mac")
     @classmethod
@@ -97,6 +104,26 @@ class CardSetup(ConfigModel):
         if unknown:
             raise ValueError(f"feed lines are {list(registers.LINES)}, got {unknown}")
         return value
+
+    def backend_options(self, kind: str) -> dict[str, Any]:
+        """What `open_card(kind, ...)` passes to that backend, from this section."""
+        if kind != "net":
+            return {}
+        if not self.net_card:
+            raise CardError('the net card needs card.net_card = "address:port" (its CSR socket)')
+        address, _, port = self.net_card.rpartition(":")
+        options: dict[str, Any] = {"card": (address, int(port)), "local_address": self.net_local_address}
+        if self.net_records == "dpdk":
+            if not self.dpdk_device:
+                raise CardError('card.net_records = "dpdk" needs card.dpdk_device (a vdev or a port id)')
+            from .dpdk import DpdkPort, Eal
+
+            Eal.init(self.dpdk_eal_args or None)
+            device = int(self.dpdk_device) if self.dpdk_device.isdigit() else self.dpdk_device
+            options |= {"records": DpdkPort(device), "record_port": self.net_record_port}
+        else:
+            options["record_port"] = self.net_record_port
+        return options
 
     def group_entries(self) -> list[dict[str, int]]:
         """The `group` register values, one per configured destination."""

@@ -38,6 +38,8 @@ __all__ = ["NetCardModel", "main"]
 ETH_P_ALL = 0x0003
 FEED_LINE = 0
 RUN_CYCLES = 200_000
+FEED_BUFFER = 64 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux's value; Python names it only on some builds
 QUIET_CYCLES = 64
 
 
@@ -65,6 +67,12 @@ class NetCardModel:
             self.feed = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             self.feed.bind((feed_interface, 0))
             self.feed.setblocking(False)
+            # The card's port takes the feed at line rate; the model runs slower in bursts: buffer generously
+            # (SO_RCVBUFFORCE passes rmem_max as root), so the model loses no frame the wire delivered.
+            try:
+                self.feed.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, FEED_BUFFER)
+            except PermissionError:
+                self.feed.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, FEED_BUFFER)
         self.records_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.subscriber: tuple[str, int] | None = None
         self.record_sequence = 1

@@ -146,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         "agent", help="the host agent: BBO from the card -> strategy -> risk -> OUCH (runs until SIGTERM)"
     )
     a.add_argument("--config", type=Path, required=True, help="the agent's TOML file (deploy/agent.example.toml)")
-    a.add_argument("--card", choices=["model", "sim"], default="model",
+    a.add_argument("--card", choices=["model", "sim", "net"], default="model",
                    help="card backend: model (the golden model) or sim (the gateware in Verilator), both fed in "
-                   "look-aside mode from the [feed] MoldUDP64 address; the [card] section sets them up")  # fmt: skip
+                   "look-aside mode from the [feed] MoldUDP64 address; net (a card inline on the wire, reached at "
+                   "[card] net_card). The [card] section sets them up")  # fmt: skip
     a.add_argument("--cpu", type=int, help="pin the agent to this CPU (overrides [agent] cpu)")
     a.add_argument("--seconds", type=float, help="stop after this long (default: run until SIGINT/SIGTERM)")
     a.add_argument("--json", action="store_true", help="print the run's summary as one JSON object at exit")
@@ -239,8 +240,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
     if "groups" not in setup.model_fields_set:  # the card takes what the host receives
         setup = setup.model_copy(update={"groups": [feed.destination]})
     try:
-        card = open_card(args.card, setup, instruments=config.agent.instruments)
-    except CardError as e:
+        card = open_card(args.card, setup, instruments=config.agent.instruments, **setup.backend_options(args.card))
+    except (CardError, RuntimeError, OSError) as e:  # the card or its link (DPDK, sockets) is not usable
         feed.close()
         print(f"wirebook agent: {e}", file=sys.stderr)
         return 2

@@ -181,3 +181,12 @@ def test_link_codecs_refuse_bad_packets():
     assert card_link.decode_records(packet)[0] == 7
     with pytest.raises(ValueError, match="2 records"):
         card_link.decode_records(packet[:-1])
+
+
+def test_the_card_section_names_what_a_net_card_needs():
+    with pytest.raises(CardError, match="net_card"):
+        CardSetup().backend_options("net")
+    with pytest.raises(CardError, match="dpdk_device"):
+        CardSetup(net_card="10.0.0.2:22338", net_records="dpdk").backend_options("net")
+    options = CardSetup(net_card="10.0.0.2:22338").backend_options("net")
+    assert options == {"card": ("10.0.0.2", 22338), "local_address": "", "record_port": 22339}
