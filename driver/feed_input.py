@@ -3,18 +3,21 @@
 `SocketFeed` receives the MoldUDP64 feed on a kernel UDP socket (unicast, or a multicast group joined on
 `interface`) and rebuilds each datagram's Ethernet / IPv4 / UDP frame around it (source as received,
 destination the socket's group or address and port, the multicast MAC of a group or the card's own MAC
-for unicast), because the card takes frames, as it does on the wire. A DPDK port (driver/dpdk) gives the
-frames themselves. `receive(card)` pushes what is waiting in one batch and returns how many frames.
+for unicast), because the card takes frames, as it does on the wire. `DpdkFeed` takes the frames
+themselves off a DPDK port (driver/dpdk: kernel bypass, e.g. a NIC on the exchange's feed, or a pcap
+replayed through net_pcap). Either one's `receive(card)` pushes what is waiting in one batch and returns how
+many frames.
 """
 
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from ..proto import net
 from .card import Card
 
-__all__ = ["SocketFeed"]
+__all__ = ["DpdkFeed", "SocketFeed"]
 
 RECEIVE_BUFFER = 8 << 20
 
@@ -70,3 +73,31 @@ class SocketFeed:
 
     def close(self) -> None:
         self.socket.close()
+
+
+class DpdkFeed:
+    """Feed frames off a DPDK port (a started driver.dpdk DpdkPort), pushed to the card as they came.
+
+    A frame longer than the port's slot arrives truncated; it is dropped and counted in `truncated` (the card
+    would drop it as a framing error anyway, and a cut frame must not look like a short valid one)."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+        self.frames = 0
+        self.truncated = 0
+
+    def receive(self, card: Card, max_frames: int = 256, line: int = 0) -> int:
+        frames, lengths = self.port.receive(max_frames)
+        n = len(lengths)
+        if not n:
+            return 0
+        slot = frames.shape[1]
+        batch = [frames[i, : int(length)].tobytes() for i, length in enumerate(lengths) if length <= slot]
+        self.truncated += n - len(batch)
+        if batch:
+            self.frames += len(batch)
+            card.push_frames(batch, line)
+        return n
+
+    def close(self) -> None:
+        self.port.close()
