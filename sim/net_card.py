@@ -37,7 +37,7 @@ __all__ = ["NetCardModel", "main"]
 
 ETH_P_ALL = 0x0003
 FEED_LINE = 0
-RUN_CYCLES = 200_000
+RUN_CYCLES = 20_000  # per turn: CSR requests are answered between runs, as the card answers them at once
 FEED_BUFFER = 64 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux's value; Python names it only on some builds
 QUIET_CYCLES = 64
