@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python bench/bench_agent.py
 	$(BIN)/python bench/bench_agent.py --stages
 	$(BIN)/python bench/bench_dpdk.py
+	$(BIN)/python bench/bench_sim_card.py
 	$(BIN)/python bench/bench_cards.py
 
 # Re-pin every Python package after a dependency change in pyproject.toml.

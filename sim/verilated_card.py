@@ -6,9 +6,10 @@ C API (sim/verilated/card_api.h), loaded through cffi.
     card.push_frames(0, frames_a); card.push_frames(1, frames_b)
     records = card.drain()                   # run until quiet; every record, bbo.DTYPE, in emission order
 
-`build_library` writes the core's Verilog (hdl.feed_handler.write_verilog), Verilates it with card_api.cpp
-and links one shared library per set of core parameters, in a folder keyed by those parameters, the
-gateware sources (`source_digest`), the C sources and the build flags, so a second build is a lookup.
+`build_library` writes the core's Verilog (hdl.feed_handler.write_verilog) and a top that registers its
+inputs (`registered_inputs_verilog`), Verilates them with card_api.cpp and links one shared library per set
+of core parameters, in a folder keyed by those parameters, the gateware sources (`source_digest`), the C
+sources and the build flags, so a second build is a lookup.
 Everything per cycle happens in C++: the host queues frames, runs a number of cycles, pops records and
 makes CSR accesses, each a single call.
 """

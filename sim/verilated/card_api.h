@@ -1,5 +1,6 @@
-/* The simulated card's C API: the FeedHandler core (hdl/feed_handler.py) compiled by Verilator, with its
- * two feed inputs, its record output and its AXI4-Lite CSR port driven from C.
+/* The simulated card's C API: the FeedHandler core (hdl/feed_handler.py) compiled by Verilator (behind a
+ * register on every input, for speed: see card_api.cpp), its two feed inputs, its record output and its
+ * AXI4-Lite CSR port driven from C.
  *
  * A wb_card is one Verilated model in its own VerilatedContext: several cards in one process are
  * independent. Frames are queued per line and driven beat by beat, one beat per cycle at most, by
