@@ -7,7 +7,9 @@ golden model makes for the market has been delivered (checked: count and digest 
 is wall clock over the whole push-and-poll loop, so it includes each backend's whole path: the model card's
 Python book; the sim card's directory scan, frame queueing, the Verilated core run from C and the record
 copy; the net card's CSR link and record packets over loopback UDP to a card model (sim/net_card.py, the same
-Verilated core) in another thread of this process, sharing its interpreter.
+Verilated core) in another thread of this process, sharing its interpreter; the pynq card's MMIO and AXI DMA
+rings through the real pynq package on a simulated Zynq (sim/pynq_device.py, the same Verilated core, its
+DMA engine modelled in Python: not a board's speed).
 
 Run: .venv/bin/python bench/bench_cards.py  (or `make bench`)
 """
@@ -102,6 +104,15 @@ def main() -> int:
     thread.join(5)
     model.close()
     row("net", seconds, digest, f"loopback UDP, {model.counts['record_packets']:,} record packets")
+
+    from wirebook.sim.pynq_device import SimulatedZynq
+
+    zynq = SimulatedZynq()
+    card = open_card("pynq", SETUP, bitfile=str(zynq.bitfile), ip_dict=zynq.ip_dict, device=zynq)
+    seconds, digest = drive(card, frames, expected.count)
+    card.close()
+    zynq.close()
+    row("pynq", seconds, digest, "real pynq (MMIO, allocate, DMA registers) on SimulatedZynq: MM2S frames, S2MM ring")
 
     text = record(
         "cards",

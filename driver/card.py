@@ -80,6 +80,10 @@ class CardSetup(ConfigModel):
     net_record_port: int = Field(22339, ge=1, le=65535, description="net: UDP port the records come to")
     dpdk_device: str = Field("", description="net with dpdk: the DPDK device, e.g. a vdev or a port id")
     dpdk_eal_args: list[str] = Field(default_factory=list, description="net with dpdk: EAL arguments")
+    pynq_bitfile: str = Field("", description="pynq: the overlay's .bit (its .hwh beside it)")
+    pynq_csr_ip: str = Field("feed_handler_0", description="pynq: the core's AXI4-Lite slave in the overlay")
+    pynq_dma_ip: str = Field("axi_dma_0", description="pynq: the AXI DMA (MM2S: feed frames, S2MM: records)")
+    pynq_ring_records: int = Field(4096, ge=128, description="pynq: records the S2MM ring holds")
 
     @field_validator("local_mac")
     @classmethod
@@ -107,6 +111,11 @@ class CardSetup(ConfigModel):
 
     def backend_options(self, kind: str) -> dict[str, Any]:
         """What `open_card(kind, ...)` passes to that backend, from this section."""
+        if kind == "pynq":
+            if not self.pynq_bitfile:
+                raise CardError("the pynq card needs card.pynq_bitfile (the overlay's .bit, its .hwh beside it)")
+            return {"bitfile": self.pynq_bitfile, "csr_ip": self.pynq_csr_ip, "dma_ip": self.pynq_dma_ip,
+                    "ring_records": self.pynq_ring_records}  # fmt: skip
         if kind != "net":
             return {}
         if not self.net_card:

@@ -146,10 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
         "agent", help="the host agent: BBO from the card -> strategy -> risk -> OUCH (runs until SIGTERM)"
     )
     a.add_argument("--config", type=Path, required=True, help="the agent's TOML file (deploy/agent.example.toml)")
-    a.add_argument("--card", choices=["model", "sim", "net"], default="model",
-                   help="card backend: model (the golden model) or sim (the gateware in Verilator), both fed in "
-                   "look-aside mode from the [feed] MoldUDP64 address; net (a card inline on the wire, reached at "
-                   "[card] net_card). The [card] section sets them up")  # fmt: skip
+    a.add_argument("--card", choices=["model", "sim", "pynq", "net"], default="model",
+                   help="card backend: model (the golden model), sim (the gateware in Verilator) or pynq (a Zynq "
+                   "board's overlay, [card] pynq_bitfile), fed in look-aside mode from the [feed] MoldUDP64 "
+                   "address; net (a card inline on the wire, reached at [card] net_card). The [card] section sets "
+                   "them up")  # fmt: skip
     a.add_argument("--cpu", type=int, help="pin the agent to this CPU (overrides [agent] cpu)")
     a.add_argument("--seconds", type=float, help="stop after this long (default: run until SIGINT/SIGTERM)")
     a.add_argument("--json", action="store_true", help="print the run's summary as one JSON object at exit")
