@@ -354,7 +354,7 @@ class OrderGateway:
             else:
                 existing = request.existing_token
                 payload = self._replace(existing, token, request.shares, request.price)
-                self.orders.sent_replace(existing, token)
+                self.orders.sent_replace(existing, token, request.shares)
                 self._replacing[token] = existing
                 self.journal.replace_sent(existing, token, request.price, request.shares)
         self.session.send(payload)

@@ -800,7 +800,7 @@ class Recovered:
 
     def _replace_sent(self, e: Event) -> None:
         self.tokens.add(e.other_token)
-        self.orders.sent_replace(e.token, e.other_token)
+        self.orders.sent_replace(e.token, e.other_token, e.shares or 0)
 
     def _accepted(self, e: Event) -> None:
         if e.token not in self.orders and e.side is not None and e.locate is not None:

@@ -110,6 +110,7 @@ class Order:
     reference: int = 0  # the exchange's order reference number, from Accepted / Replaced
     cancel_pending: bool = False
     replacement: str = ""  # token of a Replace Order in flight
+    replacement_shares: int = 0  # its shares: once the exchange takes it, they rest (whatever filled before)
     replaces: str = ""  # token of the order this one replaced
 
     @property
@@ -197,13 +198,15 @@ class OwnOrders:
         order.cancel_pending = True
         return order
 
-    def sent_replace(self, token: str, replacement: str) -> Order:
+    def sent_replace(self, token: str, replacement: str, shares: int = 0) -> Order:
+        """A Replace Order left for `token`: `replacement` is its token, `shares` the replacement's size."""
         order = self._require(token, LIVE_STATES, "replace sent")
         if order.replacement:
             raise OrderStateError(f"order {token!r}: replace sent while replace {order.replacement!r} is in flight")
         if replacement in self.orders:
             raise OrderStateError(f"replacement token {replacement!r} already used")
         order.replacement = replacement
+        order.replacement_shares = shares
         return order
 
     # --- transitions: what the exchange said -------------------------------------------------------------
@@ -257,6 +260,7 @@ class OwnOrders:
             raise OrderStateError(f"replacement token {replacement!r} already used")
         old.open_shares = 0
         old.replacement = replacement
+        old.replacement_shares = 0
         self._finish(old, OrderState.REPLACED)
         new = Order(replacement, old.locate, old.stock, old.side, price, shares, replaces=previous)
         new.reference = reference
@@ -286,6 +290,7 @@ class OwnOrders:
         """A Replace Order the exchange did not act on (rejected, or the order was already gone)."""
         order = self.get(token)
         order.replacement = ""
+        order.replacement_shares = 0
         return order
 
     # --- helpers -----------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ to the next request.
 CANCEL is always accepted, even with the kill switch engaged: it only reduces risk. It still takes a token
 from the message bucket (see below). REPLACE is checked as the order it becomes: locate and side of the
 existing order (`existing_token` in `OwnOrders`), the request's price and shares (the new open size); the
-existing order's own shares and price are left out of the open-order figures it is checked against.
+existing order is left out of the open-order count, the duplicate and the self-cross checks (it will be
+gone), but its open shares stay in the position and exposure worst cases: until the exchange takes the
+replace, the existing order can still fill, and the replacement then rests with all its shares.
 
 Checks, in order, for a NEW or REPLACE (the first that fails is the reason):
 
@@ -43,7 +45,9 @@ Checks, in order, for a NEW or REPLACE (the first that fails is the reason):
     buys (open = pending, accepted or partly filled, cancel pending or not).
 13. DUPLICATE: a NEW with the locate, side, price and shares of an open order, or of a NEW accepted within
     the last `duplicate_window_ms`; a REPLACE into the locate, side, price and shares of another open order.
-14. POSITION_LIMIT: worst case on the order's side, position + open same-side shares + this order's shares,
+14. POSITION_LIMIT: worst case on the order's side, position + open same-side shares (a REPLACE's existing
+    order included; an order with a replace in flight counts its open shares and the replacement's, since
+    it may fill before the replace lands and the replacement then rests in full) + this order's shares,
     above `max_long_shares` (buys) or below -`max_short_shares` (sells).
 15. GROSS_EXPOSURE / NET_EXPOSURE: the exposure if that worst case filled: the other instruments' positions
     at their marks (`Positions.mark`) plus the locate's worst-case position at the order's price. Gross is
@@ -410,10 +414,11 @@ class RiskEngine:
         crossing: Order | None = None
         for order in self.orders.open_of(locate):
             if order is replacing:
+                same_side += order.open_shares  # it can still fill before the exchange replaces it
                 continue
             open_here += 1
             if order.side is side:
-                same_side += order.open_shares
+                same_side += order.open_shares + order.replacement_shares  # a replace in flight may add its own
                 if order.price == price and order.shares == shares and duplicate is None:
                     duplicate = order
             elif crossing is None and (order.price <= price if sign > 0 else order.price >= price):

@@ -259,13 +259,39 @@ def test_replace_is_checked_as_the_order_it_becomes() -> None:
     assert w.check(replace, 0, S, 100_100, 1_000, token) is ACCEPTED
     assert refused(w.check(replace, 0, S, 100_200, 10, token), R.SELF_CROSS, "buy at 100200")
     w.positions.on_fill(1, B, 1_500, 100_000)
-    assert refused(w.check(replace, 0, S, 99_900, 501, token), R.POSITION_LIMIT, "worst-case long 2001")
+    # the existing order's 500 can still fill before the replace lands: 1500 + 500 + 1 > 2000
+    assert refused(w.check(replace, 0, S, 99_900, 1, token), R.POSITION_LIMIT, "worst-case long 2001")
     assert refused(w.check(replace, 1, B, 99_900, 10, "NOPE"), R.UNKNOWN_ORDER, "'NOPE'")
     w.orders.sent_replace(token, "R1")
     assert refused(w.check(replace, 0, S, 99_800, 10, token), R.NOT_REPLACEABLE, "'R1' in flight")
     pending = "P1"
     w.orders.sent_new(pending, 1, "X", B, 99_000, 10)
     assert refused(w.check(replace, 0, S, 99_800, 10, pending), R.NOT_REPLACEABLE, "pending")
+
+
+def test_replace_counts_what_the_existing_order_may_still_fill() -> None:
+    """Found at the exchange in an end-to-end run: long 200 of a 300 limit, a buy of 100 resting (worst case
+    300); a replace of it to 100 at another price would reach 400 if the resting order fills while the replace
+    is on its way (the exchange then rests the replacement with all 100 shares)."""
+    w = World(max_long_shares=300)
+    w.positions.on_fill(1, B, 200, 100_000)
+    token = w.rest(1, B, 99_900, 100)
+    assert refused(w.check(RequestKind.REPLACE, 0, S, 99_800, 100, token), R.POSITION_LIMIT, "worst-case long 400")
+    assert w.check(RequestKind.REPLACE, 0, S, 99_800, 100 - 100, token).reason is R.INVALID_ORDER
+    w.positions.on_fill(1, S, 100, 100_000)  # long 100: 100 + 100 resting + 100 replacing = 300, at the limit
+    assert w.check(RequestKind.REPLACE, 0, S, 99_800, 100, token) is ACCEPTED
+
+
+def test_a_replace_in_flight_counts_its_replacement_for_later_orders() -> None:
+    w = World(max_long_shares=300)
+    token = w.rest(1, B, 99_900, 50)
+    assert w.check(RequestKind.REPLACE, 0, S, 99_800, 200, token) is ACCEPTED  # 50 + 200 <= 300
+    w.orders.sent_replace(token, "R1", 200)
+    # the 50 may fill and the replacement rest with 200: a new buy of 60 could reach 310
+    assert refused(w.new(1, B, 99_700, 60), R.POSITION_LIMIT, "worst-case long 310")
+    assert w.new(1, B, 99_700, 50) is ACCEPTED
+    w.orders.replace_refused(token)  # the exchange did not act on it: only the 50 remain
+    assert w.new(1, B, 99_600, 200) is ACCEPTED
 
 
 def test_order_rate_bucket() -> None:
@@ -546,7 +572,9 @@ class Verifier:
         else:
             assert not any(o.side is B and o.price >= price for o in here)
 
-        same_side = sum(o.open_shares for o in here if o.side is side)
+        same_side = sum(o.open_shares + o.replacement_shares for o in here if o.side is side)
+        if replacing is not None:
+            same_side += replacing.open_shares  # may fill before the replace lands
         worst_before = self.held.get(locate, 0) + side.sign * same_side
         worst = worst_before + side.sign * shares
         assert -limits.max_short_shares <= worst if side is S else worst <= limits.max_long_shares
@@ -636,7 +664,7 @@ def test_nothing_accepted_breaks_a_limit_and_nothing_new_after_the_kill(ops: lis
                 w.orders.sent_new(token, request.locate, "X", request.side, request.price, request.shares)
                 w.orders.accepted(token, next(tokens), request.price, request.shares)
             else:
-                w.orders.sent_replace(request.existing_token, token)
+                w.orders.sent_replace(request.existing_token, token, request.shares)
                 w.orders.replaced(request.existing_token, token, next(tokens), request.price, request.shares)
         elif kind == "cancel":
             order = open_order(op[1])
