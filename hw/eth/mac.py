@@ -1,0 +1,387 @@
+"""Ethernet MAC, byte at a time at the GMII clock: frames in (MacRx) and out (MacTx), FCS checked / made.
+
+    GMII rx ─ MacRx: preamble/SFD off, FCS checked and off, bad frames dropped whole ─ frames (bytes, last)
+    frames ─ MacTx: preamble + SFD, padding to 60 bytes, FCS, inter-frame gap ─ GMII tx
+
+Both sides speak hdl.stream's frame format at 8 bits (a byte a transfer, `keep` 1, `last` on the final
+byte; no FCS), so hw.eth.frame_cdc takes them to and from the core's clock domain and width. `FrameFIFO`,
+the byte FIFO that shows a frame to its reader only once the whole frame is in, is the buffer of MacRx
+(bad frames are discarded before anyone sees them) and of frame_cdc's transmit side (MacTx gets a frame
+only when all of it can be sent without a gap).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from ...hdl.stream import frame_signature
+from .crc32 import Crc32
+from .rgmii import GMII
+
+__all__ = ["FCS_BYTES", "MIN_FRAME", "PREAMBLE", "SFD", "FrameFIFO", "MacRx", "MacTx", "RxDrop"]
+
+PREAMBLE, SFD = 0x55, 0xD5
+PREAMBLE_BYTES = 7  # then the SFD
+FCS_BYTES = 4
+MIN_FRAME = 64  # with FCS: 60 bytes of header and payload at least
+MAX_FRAME = 1522  # with FCS: 1500 bytes of payload behind an 802.1Q-tagged header
+INTERFRAME_GAP = 12  # bytes of idle between frames, at least (96 bit times)
+FRAME_BUFFER_DEPTH = 2048  # bytes: one ECP5 EBR as 2048 x 9, holds a maximum-length frame
+
+
+class FrameFIFO(wiring.Component):
+    """A byte FIFO of whole frames: what is written becomes readable only when its frame is committed.
+
+    Accepts, on the write side: `w_en` with `w_data` / `w_last` writes one byte when `w_rdy` (room for it;
+    `depth` - 3 bytes in all); `w_commit` makes the bytes written since the last commit or discard, with
+    one written in the same cycle, readable; `w_discard` forgets them instead (and a byte written in the
+    same cycle). The writer sets `w_last` on a frame's final byte and commits with or after it.
+    Emits on `o` (hdl.stream frame beats, 8 bits) the committed bytes in order, `keep` 1, from registers.
+    Latency: a committed byte can be on `o` 4 cycles after the commit (the write request's register, the
+    read, the output register); one byte a cycle each side, `o.ready` permitting.
+    Memory: `memory.Memory` of depth x 9 bits, one write port and one synchronous read port (read latency
+    1, with enable; the ports never meet at an address: only committed bytes are read, and they were
+    written at least a cycle before). The read data goes through an output register: an ECP5 EBR's
+    unregistered output is slow (5.8 ns of an 8 ns cycle), too slow to feed MacTx's FSM and CRC or the
+    CDC's FIFO pointers directly.
+    Bad input: a write without room is ignored (the writer sees `w_rdy` low, and must discard the frame or
+    wait); a frame longer than depth - 3 bytes can never be committed, so its writer must discard it.
+    """
+
+    ENTRY = data.StructLayout({"data": 8, "last": 1})
+
+    def __init__(self, depth: int = FRAME_BUFFER_DEPTH) -> None:
+        if depth < 8 or depth & (depth - 1):
+            raise ValueError(f"depth must be a power of two, at least 8, got {depth}")
+        self.depth = depth
+        super().__init__(
+            {
+                "w_data": In(8),
+                "w_last": In(1),
+                "w_en": In(1),
+                "w_rdy": Out(1),
+                "w_commit": In(1),
+                "w_discard": In(1),
+                "o": Out(frame_signature(8)),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        # The reader only reads committed bytes and the writer only writes uncommitted ones, so the ports
+        # never meet at an address: `no_rw_check` tells yosys so, sparing the read-first emulation (registers
+        # and a multiplexer after the EBR's already slow output) it would otherwise add.
+        m.submodules.memory = mem = memory.Memory(shape=self.ENTRY, depth=self.depth, init=[], attrs={"no_rw_check": 1})
+        write, read = mem.write_port(), mem.read_port()
+        bits = (self.depth - 1).bit_length()
+        written, committed, head = (Signal(bits, name=n) for n in ("written", "committed", "head"))
+        written_next = Signal(bits, init=1)  # written + 1, kept in a register: no adder before the pointers
+
+        # A write request is registered before it moves the pointers: the writers' decision logic (MacRx's
+        # end-of-frame checks, FrameTxCDC's unpacker) ends in these registers, the pointer logic starts
+        # from them. `w_rdy` is a register too: room as of the last cycle, with a slot in hand for each
+        # write it cannot see yet (the one registered, the one now, the one it allows).
+        request = Signal(data.StructLayout({"en": 1, "data": self.ENTRY, "commit": 1, "discard": 1}))
+        room = Signal(init=1)
+        m.d.sync += [
+            room.eq((written - head)[:bits] <= self.depth - 4),
+            request.en.eq(self.w_en & self.w_rdy),
+            request.data.data.eq(self.w_data),
+            request.data.last.eq(self.w_last),
+            request.commit.eq(self.w_commit),
+            request.discard.eq(self.w_discard),
+        ]
+        m.d.comb += [
+            self.w_rdy.eq(room),
+            write.addr.eq(written),
+            write.data.eq(request.data),
+            write.en.eq(request.en),
+        ]
+        # `written` runs ahead of `committed`; a discard rewinds it.
+        with m.If(request.discard):
+            m.d.sync += [written.eq(committed), written_next.eq(committed + 1)]
+        with m.Elif(request.en):
+            m.d.sync += [written.eq(written_next), written_next.eq(written_next + 1)]
+        with m.If(request.commit & ~request.discard):
+            m.d.sync += committed.eq(Mux(request.en, written_next, written))
+
+        # Read side, a two-stage pipeline: the read port's register, then the output register; each stage
+        # moves on when the next one is empty or moving.
+        staged = Signal()  # the read port's register holds a byte (its slot is free again)
+        held, out = Signal(), Signal(self.ENTRY, reset_less=True)  # no reset: the memory output goes to a bare FF
+        move_out = ~held | self.o.ready
+        move_up = ~staged | move_out
+        fetch = move_up & (head != committed)
+        m.d.comb += [read.en.eq(move_up), read.addr.eq(head)]
+        m.d.sync += head.eq(head + fetch)
+        with m.If(move_up):
+            m.d.sync += staged.eq(fetch)
+        with m.If(move_out):
+            m.d.sync += [held.eq(staged), out.eq(read.data)]
+        m.d.comb += [
+            self.o.valid.eq(held),
+            self.o.payload.data.eq(out.data),
+            self.o.payload.keep.eq(1),
+            self.o.payload.last.eq(out.last),
+        ]
+        return m
+
+
+class RxDrop(enum.Enum, shape=unsigned(3)):
+    """Why MacRx dropped a frame, in order of precedence when several apply."""
+
+    ERROR = 0  # the PHY flagged a receive error (RX_ER) during the frame, its preamble included
+    OVERSIZE = 1  # longer than `max_length` with FCS
+    RUNT = 2  # shorter than 64 bytes with FCS (a collision fragment, or a frame cut short)
+    FCS = 3  # the frame check sequence is wrong
+    OVERFLOW = 4  # a good frame with no room in the buffer: its reader (the core side) is not keeping up
+
+
+class MacRx(wiring.Component):
+    """Ethernet receive MAC: GMII bytes into whole, checked frames without preamble, SFD or FCS.
+
+    Accepts on `gmii` a byte a cycle (RX_DV = `valid`, RX_ER = `error`): a frame is a burst of `valid`
+    bytes: preamble bytes (0x55, any number, none needed), the SFD (0xD5), the frame, its FCS.
+    Emits on `frames` (hdl.stream frame beats, 8 bits: `keep` 1, `last` on the final byte) each good frame
+    without its FCS, byte-exact, only after all of it and its FCS have been received and checked (store
+    and forward through a FrameFIFO of `depth` bytes); `frame_ok` (a cycle per good frame, as it is
+    committed); `drop` with `drop_reason` (RxDrop; a cycle per dropped frame) — strobes for the board's
+    counters, in this component's domain.
+    Bad input, dropped whole and counted: a receive error, a frame longer than `max_length` bytes with
+    FCS (default 1522, a tagged 1500-byte payload), a runt (< 64 bytes with FCS), a wrong FCS, and a good
+    frame that found no room in the buffer (`frames` not drained fast enough). A burst without an SFD
+    (noise, a lone preamble) is not a frame: ignored, counted only if it carried an error.
+    Latency: a frame's first byte is offered on `frames` 7 cycles after its last FCS byte is on `gmii`.
+    Throughput: line rate, any gap (one idle cycle between bursts suffices); with `frames.ready` high a
+    frame leaves as fast as the next arrives, so the buffer never holds more than about two frames.
+    """
+
+    def __init__(self, *, max_length: int = MAX_FRAME, depth: int = FRAME_BUFFER_DEPTH) -> None:
+        if max_length < MIN_FRAME:
+            raise ValueError(f"max_length must be at least {MIN_FRAME}, got {max_length}")
+        if depth - 3 < max_length - FCS_BYTES:
+            raise ValueError(f"a {depth}-byte buffer cannot hold a {max_length}-byte frame")
+        self.max_length, self.depth = max_length, depth
+        super().__init__(
+            {
+                "gmii": In(GMII),
+                "frames": Out(frame_signature(8)),
+                "frame_ok": Out(1),
+                "drop": Out(1),
+                "drop_reason": Out(RxDrop),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.buffer = buffer = FrameFIFO(self.depth)
+        m.submodules.crc = crc = Crc32()
+        wiring.connect(m, wiring.flipped(self.frames), buffer.o)
+
+        rx = Signal(GMII)  # registered once: the PHY may sit across the chip
+        m.d.sync += rx.eq(self.gmii)
+
+        # The last FCS_BYTES + 1 bytes: a byte is stored once four more have come, so the FCS never is,
+        # and the frame's last byte is still here, to be stored with `last`, when the burst ends.
+        held = Signal(data.ArrayLayout(8, FCS_BYTES + 1))
+        n_held = Signal(range(FCS_BYTES + 2))
+        # Bytes after the SFD, and what they mean, as registers so no compare sits in the per-byte path.
+        length = Signal(range(self.max_length + 2))
+        long_enough = Signal()  # at least MIN_FRAME bytes
+        oversize = Signal()  # more than max_length bytes
+        error = Signal()  # an RX_ER in this burst
+        overflow = Signal()  # a byte of this frame found no room
+
+        fcs_ok = Signal()  # the CRC's residue check, a cycle late: the burst's end is judged in CHECK
+        m.d.sync += fcs_ok.eq(crc.residue_ok)
+
+        m.d.comb += [crc.data.eq(rx.data), buffer.w_data.eq(held[0])]
+        m.d.sync += [self.frame_ok.eq(0), self.drop.eq(0)]
+
+        def drop(reason):
+            m.d.sync += [self.drop.eq(1), self.drop_reason.eq(reason)]
+
+        def begin():
+            """Take the byte on `rx` as the first of a burst, if there is one."""
+            m.d.comb += crc.clear.eq(1)
+            m.d.sync += [n_held.eq(0), length.eq(0), long_enough.eq(0), oversize.eq(0), overflow.eq(0)]
+            m.d.sync += error.eq(rx.valid & rx.error)
+            with m.If(~rx.valid):
+                m.next = "IDLE"
+            with m.Elif(rx.data == SFD):
+                m.next = "FRAME"
+            with m.Elif(rx.data == PREAMBLE):
+                m.next = "PREAMBLE"
+            with m.Else():
+                m.next = "SKIP"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                begin()
+
+            with m.State("PREAMBLE"):
+                with m.If(rx.valid & rx.error):
+                    m.d.sync += error.eq(1)
+                with m.If(~rx.valid):
+                    with m.If(error):
+                        drop(RxDrop.ERROR)
+                    m.next = "IDLE"
+                with m.Elif(rx.data == SFD):
+                    m.next = "FRAME"
+                with m.Elif(rx.data != PREAMBLE):
+                    m.next = "SKIP"
+
+            with m.State("SKIP"):
+                with m.If(rx.valid & rx.error):
+                    m.d.sync += error.eq(1)
+                with m.If(~rx.valid):
+                    with m.If(error):
+                        drop(RxDrop.ERROR)
+                    m.next = "IDLE"
+
+            with m.State("FRAME"):
+                with m.If(rx.valid):
+                    m.d.comb += crc.valid.eq(1)
+                    with m.If(rx.error):
+                        m.d.sync += error.eq(1)
+                    with m.If(~oversize):
+                        m.d.sync += length.eq(length + 1)
+                    with m.If(length == MIN_FRAME - 1):
+                        m.d.sync += long_enough.eq(1)
+                    with m.If(length == self.max_length):
+                        m.d.sync += oversize.eq(1)
+                    m.d.sync += held.eq(Cat(held.as_value()[8:], rx.data))
+                    with m.If(n_held != FCS_BYTES + 1):
+                        m.d.sync += n_held.eq(n_held + 1)
+                    with m.Elif(~error & ~overflow & ~oversize):
+                        # Stored only while the frame is still good: an oversize frame stops using the buffer.
+                        m.d.comb += buffer.w_en.eq(1)
+                        with m.If(~buffer.w_rdy):
+                            m.d.sync += overflow.eq(1)
+                with m.Else():
+                    m.next = "CHECK"
+
+            with m.State("CHECK"):  # the cycle after the burst: the next one may already be starting
+                with m.If(error):
+                    drop(RxDrop.ERROR)
+                with m.Elif(oversize):
+                    drop(RxDrop.OVERSIZE)
+                with m.Elif(~long_enough):
+                    drop(RxDrop.RUNT)
+                with m.Elif(~fcs_ok):
+                    drop(RxDrop.FCS)
+                with m.Elif(overflow | ~buffer.w_rdy):
+                    drop(RxDrop.OVERFLOW)
+                with m.Else():
+                    m.d.comb += [buffer.w_en.eq(1), buffer.w_last.eq(1), buffer.w_commit.eq(1)]
+                    m.d.sync += self.frame_ok.eq(1)
+                m.d.comb += buffer.w_discard.eq(~buffer.w_commit)
+                begin()
+        return m
+
+
+class MacTx(wiring.Component):
+    """Ethernet transmit MAC: frames into GMII bytes with preamble, SFD, padding, FCS and gap.
+
+    Accepts on `frames` (hdl.stream frame beats, 8 bits; `keep` ignored) frames without FCS, at least one
+    byte each. `frames.ready` is high only while a frame's bytes are being sent: once a frame's first byte
+    is taken the rest must follow a byte a cycle (a whole-frame buffer such as FrameFIFO in front makes
+    sure of it).
+    Emits on `gmii` (registered; `valid` = TX_EN, `error` = TX_ER) 7 preamble bytes, the SFD, the frame,
+    zero padding up to 60 bytes, the FCS (zlib.crc32 of frame and padding, least significant byte first),
+    then at least `gap` (default 12) idle cycles before the next preamble; `frame_sent` strobes as the
+    last FCS byte goes out.
+    Latency: the first preamble byte is on `gmii` the cycle after `frames.valid` rises (gap permitting),
+    the frame's first byte 8 cycles later. Throughput: line rate, back to back with exactly `gap` idle.
+    Bad input: a gap inside a frame (an underrun) ends the frame on the wire with a TX_ER byte (so every
+    receiver drops it), strobes `underrun`, and the frame's remaining bytes are taken and thrown away.
+    """
+
+    def __init__(self, *, gap: int = INTERFRAME_GAP) -> None:
+        if gap < 1:
+            raise ValueError(f"gap must be at least 1 cycle, got {gap}")
+        self.gap = gap
+        super().__init__(
+            {
+                "frames": In(frame_signature(8)),
+                "gmii": Out(GMII),
+                "frame_sent": Out(1),
+                "underrun": Out(1),
+            }
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.crc = crc = Crc32()
+        padded = MIN_FRAME - FCS_BYTES
+        count = Signal(range(padded + FCS_BYTES))  # preamble bytes; then frame bytes (stopping at `padded`), FCS bytes
+        gap = Signal(range(self.gap + 1))
+
+        m.d.sync += [self.gmii.valid.eq(0), self.gmii.error.eq(0), self.frame_sent.eq(0), self.underrun.eq(0)]
+
+        def send(byte, *, error=0):
+            m.d.sync += [self.gmii.data.eq(byte), self.gmii.valid.eq(1), self.gmii.error.eq(error)]
+
+        def end_frame():
+            m.d.sync += gap.eq(self.gap)
+            m.next = "IDLE"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(gap != 0):
+                    m.d.sync += gap.eq(gap - 1)
+                with m.Elif(self.frames.valid):
+                    send(PREAMBLE)
+                    m.d.sync += count.eq(1)
+                    m.next = "PREAMBLE"
+
+            with m.State("PREAMBLE"):
+                with m.If(count == PREAMBLE_BYTES):
+                    send(SFD)
+                    m.d.comb += crc.clear.eq(1)
+                    m.d.sync += count.eq(0)
+                    m.next = "DATA"
+                with m.Else():
+                    send(PREAMBLE)
+                    m.d.sync += count.eq(count + 1)
+
+            with m.State("DATA"):
+                m.d.comb += [self.frames.ready.eq(1), crc.data.eq(self.frames.payload.data)]
+                with m.If(self.frames.valid):
+                    send(self.frames.payload.data)
+                    m.d.comb += crc.valid.eq(1)
+                    with m.If(count != padded):
+                        m.d.sync += count.eq(count + 1)
+                    with m.If(self.frames.payload.last):
+                        with m.If(count >= padded - 1):  # compares with constants, not count + 1: a short path
+                            m.d.sync += count.eq(0)
+                            m.next = "FCS"
+                        with m.Else():
+                            m.next = "PAD"
+                with m.Else():
+                    send(0, error=1)
+                    m.d.sync += self.underrun.eq(1)
+                    m.next = "DRAIN"
+
+            with m.State("PAD"):
+                send(0)
+                m.d.comb += [crc.data.eq(0), crc.valid.eq(1)]
+                m.d.sync += count.eq(count + 1)
+                with m.If(count == padded - 1):
+                    m.d.sync += count.eq(0)
+                    m.next = "FCS"
+
+            with m.State("FCS"):  # the CRC register holds still from here: it is the FCS, sent a byte at a time
+                send(crc.value.word_select(count[:2], 8))
+                m.d.sync += count.eq(count + 1)
+                with m.If(count == FCS_BYTES - 1):
+                    m.d.sync += self.frame_sent.eq(1)
+                    end_frame()
+
+            with m.State("DRAIN"):
+                m.d.comb += self.frames.ready.eq(1)
+                with m.If(self.frames.valid & self.frames.payload.last):
+                    end_frame()
+        return m
