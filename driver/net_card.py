@@ -96,6 +96,9 @@ class UdpCsrBus:
             response = self._answer(sequence, len(accesses), time.monotonic() + self.timeout_s)
             if response is None:
                 continue
+            if len(response.results) != len(accesses):
+                raise CardError(f"net card at {self.card[0]}:{self.card[1]}: the request with {_what(accesses[0])} "
+                                f"was refused as malformed (BAD_REQUEST)")  # fmt: skip
             for access, result in zip(accesses, response.results):
                 if result.status is not CsrStatus.OK:
                     raise CardError(f"net card at {self.card[0]}:{self.card[1]}: {_what(access)} answered "
@@ -125,7 +128,8 @@ class UdpCsrBus:
             if response.sequence != sequence:
                 self.counts["stale"] += 1  # a late answer to an earlier try or request
                 continue
-            if len(response.results) != count:
+            refused = len(response.results) == 1 and response.results[0].status is CsrStatus.BAD_REQUEST
+            if len(response.results) != count and not refused:  # a malformed request gets one BAD_REQUEST
                 self.counts["malformed"] += 1
                 log.warning("net card: answer %d has %d results for %d accesses", sequence, len(response.results),
                             count)  # fmt: skip

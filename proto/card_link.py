@@ -53,6 +53,7 @@ __all__ = [
     "CsrResponse",
     "CsrResult",
     "CsrStatus",
+    "Kind",
     "decode_records",
     "decode_request",
     "decode_response",
@@ -213,6 +214,8 @@ def decode_request(payload: bytes | bytearray | memoryview) -> CsrRequest:
             ) from None
         if a.strobe > 0xF:
             raise MalformedError(f"{CSR_ACCESS.name}.strobe", at + 1, "4 bits", f"{a.strobe:#x}")
+        if op is CsrOp.SUBSCRIBE and not 0 < a.value <= 0xFFFF:
+            raise MalformedError(f"{CSR_ACCESS.name}.value", at + 8, "a UDP port 1..65535", str(a.value))
         accesses.append(CsrAccess(op, a.address, a.value, a.strobe))
     return CsrRequest(h.sequence, tuple(accesses))
 

@@ -190,3 +190,15 @@ def test_the_card_section_names_what_a_net_card_needs():
         CardSetup(net_card="10.0.0.2:22338", net_records="dpdk").backend_options("net")
     options = CardSetup(net_card="10.0.0.2:22338").backend_options("net")
     assert options == {"card": ("10.0.0.2", 22338), "local_address": "", "record_port": 22339}
+
+
+def test_a_request_the_card_finds_malformed_is_a_clear_error(net_card):
+    card = net_card()
+    host = open_card("net", SETUP, card=card.address)
+    try:
+        bad = [card_link.CsrAccess(card_link.CsrOp.READ, 0), card_link.CsrAccess(card_link.CsrOp.SUBSCRIBE, 0, 70_000)]
+        with pytest.raises(CardError, match="refused as malformed"):
+            host.backend.bus.transact(bad)
+        assert host.registers.read("magic") == "WBK1"  # the link carries on
+    finally:
+        host.close()
