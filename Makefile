@@ -57,6 +57,7 @@ bench: install
 	$(BIN)/python bench/bench_dpdk.py
 	$(BIN)/python bench/bench_sim_card.py
 	$(BIN)/python bench/bench_cards.py
+	$(BIN)/python bench/bench_boards.py --sweep
 
 # A board's bitstream (ECP5 boards with YoWASP; the PYNQ-Z2 with Vivado, or its plan): make bitstream BOARD=NAME
 BOARD ?= colorlight-5a75b
