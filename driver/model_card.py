@@ -178,14 +178,7 @@ class ModelCard:
         if not self._batches:
             return bbo.empty(0)
         batches, self._batches = self._batches, []
-        if len(batches) == 1:
-            return batches[0]
-        out = bbo.empty(sum(len(b) for b in batches))  # np.concatenate would drop the record's padding
-        at = 0
-        for b in batches:
-            out[at : at + len(b)] = b
-            at += len(b)
-        return out
+        return bbo.join(batches)
 
     def clear_gap(self) -> None:
         self.gap = False

@@ -163,17 +163,6 @@ class _RecordSequence:
         return True
 
 
-def _join(batches: list[np.ndarray]) -> np.ndarray:
-    if not batches:
-        return bbo.empty(0)
-    out = bbo.empty(sum(len(b) for b in batches))  # np.concatenate would drop the record's padding
-    at = 0
-    for b in batches:
-        out[at : at + len(b)] = b
-        at += len(b)
-    return out
-
-
 class SocketRecords:
     """Record packets through a kernel UDP socket."""
 
@@ -200,7 +189,7 @@ class SocketRecords:
                 continue
             if self.sequence.accept(sequence):
                 batches.append(records)
-        return _join(batches)
+        return bbo.join(batches)
 
     def restart(self) -> None:
         self.sequence = _RecordSequence()
@@ -237,7 +226,7 @@ class DpdkRecords:
                     continue
                 if self.sequence.accept(sequence):
                     batches.append(records.copy())  # the receive buffer is reused by the next burst
-        return _join(batches)
+        return bbo.join(batches)
 
     def restart(self) -> None:
         self.sequence = _RecordSequence()

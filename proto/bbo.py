@@ -64,6 +64,18 @@ def empty(n: int) -> np.ndarray:
     return np.zeros(n, dtype=DTYPE)
 
 
+def join(batches: list[np.ndarray]) -> np.ndarray:
+    """Record batches as one array, in order (np.concatenate would drop the record dtype's padding)."""
+    if len(batches) == 1:
+        return batches[0]
+    out = empty(sum(len(b) for b in batches))
+    at = 0
+    for b in batches:
+        out[at : at + len(b)] = b
+        at += len(b)
+    return out
+
+
 def canonical_bytes(records: np.ndarray) -> bytes:
     """The records' bytes with card_timestamp zeroed: equal for every engine that computes the same book."""
     if records.dtype != DTYPE:

@@ -362,12 +362,7 @@ class VerilatedCard:
             batches.append(self.records())
             if done < step:
                 break
-        out = bbo.empty(sum(len(b) for b in batches))  # np.concatenate would drop the dtype's padding
-        at = 0
-        for batch in batches:
-            out[at : at + len(batch)] = batch
-            at += len(batch)
-        return out
+        return bbo.join(batches)
 
     @property
     def records_waiting(self) -> int:
