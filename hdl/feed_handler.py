@@ -2,7 +2,7 @@
 
     s_axis_a ─ FeedLine(A) ─┐ FeedMerge: ItchDecoder per line,
                              ├─ then LineArbiter ─ BypassFIFO ─ BookEngine ─ m_axis_bbo
-    s_axis_b ─ FeedLine(B) ─┘
+    s_axis_b ─ FeedLine(B) ─┘   (n_lines=1: line A only, for a board with one feed port)
     s_axil ─ CsrBank (proto.registers): configuration, commands, status, counters
 
 `wirebook hdl verilog -o feed_handler.v` writes the Verilog (`write_verilog`).
@@ -78,6 +78,11 @@ class FeedHandler(wiring.Component):
     Bad input: dropped and counted by reason (registers `drops_a` / `drops_b`, `unknown_type`, ...);
     nothing on the feed can stall the core.
     Registers: proto.registers (docs/registers.md), on `s_axil` (AXI4-Lite, 32-bit data).
+
+    `n_lines=1` builds line A only, for a board with one feed port (a small FPGA): no `s_axis_b` ports,
+    no FeedLine or decoder for B, the arbiter's B input idle (synthesis removes what it no longer uses);
+    line B's counters read 0 and the `n_lines` register reads 1. Line A alone still drops duplicates and
+    reports gaps. `counters_in_ram` keeps the CSR bank's counters in block RAM (CsrBank's option).
     """
 
     def __init__(
@@ -89,10 +94,15 @@ class FeedHandler(wiring.Component):
         n_levels: int = 16,
         n_ways: int = 4,
         n_locates: int = 16384,
+        n_lines: int = len(LINES),
+        counters_in_ram: bool = False,
     ) -> None:
         if data_width not in DATA_WIDTHS:
             raise ValueError(f"data_width must be one of {DATA_WIDTHS}, got {data_width}")
+        if not 1 <= n_lines <= len(LINES):
+            raise ValueError(f"n_lines must be 1 (line A) or {len(LINES)} (A and B), got {n_lines}")
         self.data_width = data_width
+        self.lines = LINES[:n_lines]
         self.book_parameters = {"n_instruments": n_instruments, "n_orders": n_orders, "n_levels": n_levels,
                                 "n_ways": n_ways, "n_locates": n_locates}  # fmt: skip
         self.bank = CsrBank(
@@ -102,10 +112,12 @@ class FeedHandler(wiring.Component):
                 "n_instruments": n_instruments,
                 "n_orders": n_orders,
                 "n_levels": n_levels,
-            }
+                "n_lines": n_lines,
+            },
+            **({"counters_in_ram": True} if counters_in_ram else {}),
         )
         members = {}
-        for line in LINES:
+        for line in self.lines:
             members |= _axis_members(f"s_axis_{line.lower()}", data_width, In)
         members |= _axis_members("m_axis_bbo", 8 * RECORD_BYTES, Out)
         members |= {name: member for name, member in self.bank.signature.members.items() if name.startswith("s_axil")}
@@ -128,9 +140,9 @@ class FeedHandler(wiring.Component):
         m.d.comb += status.clock.eq(clock)
 
         # Feed lines.
-        merge = m.submodules.merge = FeedMerge()
+        merge = m.submodules.merge = FeedMerge(len(self.lines))
         end_of_session_seen = Signal()
-        for index, name in enumerate(LINES):
+        for index, name in enumerate(self.lines):
             line = FeedLine(self.data_width, line=index, n_groups=registers.N_GROUPS)
             m.submodules[f"line_{name.lower()}"] = line
             prefix, suffix = f"s_axis_{name.lower()}", f"_{name.lower()}"

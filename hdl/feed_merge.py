@@ -22,15 +22,20 @@ class FeedMerge(wiring.Component):
     (``space`` in, ``messages`` always ready). Every other port is LineArbiter's (control, expected
     sequence, duplicates, gaps), with its meaning.
 
+    With ``n_lines=1`` only ``lines[0]`` exists and the arbiter's B input is idle: A alone, its
+    duplicates dropped and gaps reported.
+
     Decoding runs on each line in front of the arbiter, combinationally (ItchDecoder), so it adds no cycle:
     the arbiter judges and stores decoded records. Latency and throughput are LineArbiter's: 2 cycles, one
     message passed a cycle while ``space`` is high.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, n_lines: int = 2) -> None:
+        if n_lines not in (1, 2):
+            raise ValueError(f"n_lines must be 1 or 2, got {n_lines}")
         self._arbiter = LineArbiter(DECODED)
         super().__init__(
-            {"lines": In(stream.Signature(MESSAGE)).array(2)}
+            {"lines": In(stream.Signature(MESSAGE)).array(n_lines)}
             | {name: member for name, member in self._arbiter.signature.members.items() if name != "lines"}
         )
 

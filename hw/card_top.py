@@ -565,8 +565,9 @@ class CardTop(Elaboratable):
             core.s_axis_a_tlast.eq(feed.payload.last),
             core.s_axis_a_tvalid.eq(feed.valid),
             feed.ready.eq(core.s_axis_a_tready),
-            core.s_axis_b_tvalid.eq(0),  # line B: no second feed port on these boards
         ]
+        if hasattr(core, "s_axis_b_tvalid"):  # a two-line core: line B idle, no second feed port on these boards
+            m.d.comb += core.s_axis_b_tvalid.eq(0)
 
         events = {
             "feed": feed.valid & feed.ready & feed.payload.last,

@@ -57,7 +57,7 @@ WORD_BYTES = 4
 WORD_BITS = 8 * WORD_BYTES
 
 MAGIC = "WBK1"  # read at offset 0: identifies a wirebook card
-VERSION = 1  # of this register map: bump on any change of an offset, width or meaning
+VERSION = 2  # of this register map: bump on any change of an offset, width or meaning
 N_GROUPS = 8  # multicast (address, port) subscriptions
 LINES = ("A", "B")  # the two redundant feed lines
 
@@ -535,6 +535,14 @@ def _declaration() -> list[Register]:
             Register("n_levels", STATUS, 32, "Price levels kept per side and instrument.", constant=True),
             Register(
                 "n_groups", STATUS, 32, "Multicast subscriptions (`group` elements).", reset=N_GROUPS, constant=True
+            ),
+            Register(
+                "n_lines",
+                STATUS,
+                32,
+                "Feed lines built: 2 (A and B), or 1 (A only: a board with one feed port).",
+                reset=len(LINES),
+                constant=True,
             ),
         ],
     )

@@ -31,11 +31,14 @@ class CardConfig:
     n_instruments: int = 64
     n_orders: int = 16384
     n_levels: int = 16
+    n_lines: int = 2  # 1: line A only (FeedHandler's n_lines)
+    counters_in_ram: bool = False
     simulator: str = "verilator"
 
     def parameters(self) -> dict:
-        return {"data_width": self.data_width, "n_instruments": self.n_instruments,
-                "n_orders": self.n_orders, "n_levels": self.n_levels}  # fmt: skip
+        return {"data_width": self.data_width, "n_instruments": self.n_instruments, "n_orders": self.n_orders,
+                "n_levels": self.n_levels, "n_lines": self.n_lines,
+                "counters_in_ram": self.counters_in_ram}  # fmt: skip
 
 
 @dataclass
@@ -118,6 +121,8 @@ def run_card_lines(
     from .cocotb_runner import run
 
     config = config or CardConfig()
+    if len(line_pcaps) > config.n_lines:
+        raise ValueError(f"{len(line_pcaps)} line pcaps for a card built with {config.n_lines} feed line(s)")
     if len(locates) > config.n_instruments:
         raise ValueError(
             f"the feed has {len(locates)} instruments but the card has {config.n_instruments} slots: "
@@ -131,6 +136,7 @@ def run_card_lines(
     plan = {
         "lines": [str(Path(p).resolve()) for p in line_pcaps],
         "groups": [line_group(line) for line in lines],
+        "n_lines": config.n_lines,
         "session": session,
         "locates": locates,
         "idle": idle,

@@ -47,8 +47,10 @@ class TB:
         self.plan = plan
         self.cycle = 0
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        self.line_names = registers.LINES[: plan.get("n_lines", len(registers.LINES))]  # the core's feed ports
         self.lines = [
-            AxiStreamSource(AxiStreamBus.from_prefix(dut, f"s_axis_{name}"), dut.clk, dut.rst) for name in "ab"
+            AxiStreamSource(AxiStreamBus.from_prefix(dut, f"s_axis_{name.lower()}"), dut.clk, dut.rst)
+            for name in self.line_names
         ]
         self.records = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis_bbo"), dut.clk, dut.rst)
         self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
@@ -76,7 +78,7 @@ class TB:
         """Count cycles; log input beats and output records; count refused beats while the output is free."""
         dut = self.dut
         ports = [(getattr(dut, f"s_axis_{n}_tvalid"), getattr(dut, f"s_axis_{n}_tready"),
-                  getattr(dut, f"s_axis_{n}_tlast")) for n in "ab"]  # fmt: skip
+                  getattr(dut, f"s_axis_{n}_tlast")) for n in map(str.lower, self.line_names)]  # fmt: skip
         while True:  # sampled mid-cycle: a transfer seen here happens at the next rising edge
             await FallingEdge(dut.clk)
             await ReadOnly()
@@ -120,7 +122,7 @@ class TB:
             await self.write("instrument_slot", slot)
             await self.write("instrument_valid", 1)
             await self.write("instrument_write", 1)
-        for line in registers.LINES:
+        for line in self.line_names:
             await self.write("line_enable", 1, line)
         await self.write("enable", 1)
 

@@ -99,6 +99,47 @@ def test_line_b_fills_what_line_a_lost_and_gaps_are_reported(tmp_path):
     _assert_same_records(run.records, expected)
 
 
+def test_a_one_line_core_drops_replayed_packets_reports_a_loss_and_keeps_the_book(tmp_path):
+    """The core built with line A only (n_lines=1, the Colorlight's): line A alone, with one packet lost
+    and two replayed later (a retransmission arriving after the line moved on), gives the golden model's
+    records without the lost messages; the gap is reported and the replays are counted as duplicates.
+    Line B's counters read 0 and `n_lines` reads 1."""
+    itch_path, pcap_path = tmp_path / "m.itch", tmp_path / "m.pcap"
+    market.write_itch(itch_path, 8, 3000, 6)
+    feed.write_feed_pcap(itch_path, pcap_path, **feed.DENSE_FEED)
+    (line_a,) = split_lines(pcap_path, (feed.LINE_A,), tmp_path)
+    packets = _mold_packets(pcap_path, feed.LINE_A)
+    lost, replayed = packets[5], (packets[2], packets[8])
+    frames = list(pcap.iter_pcap(line_a))
+    data_frames = {}  # data packets by first sequence
+    for _time_ns, frame in frames:
+        header = moldudp64.HEADER.unpack(net.parse_udp_frame(frame).payload)
+        if header.message_count not in (moldudp64.HEARTBEAT_COUNT, moldudp64.END_OF_SESSION_COUNT):
+            data_frames[header.sequence_number] = frame
+    played = tmp_path / "played.pcap"
+    with pcap.PcapWriter(played) as writer:
+        for n, (time_ns, frame) in enumerate(frames):
+            header = moldudp64.HEADER.unpack(net.parse_udp_frame(frame).payload)
+            if header.sequence_number == lost[0] and header.message_count == lost[1]:
+                continue
+            writer.write(time_ns, frame)
+            if n == len(frames) // 2:  # late copies of packets already delivered
+                for sequence, _count in replayed:
+                    writer.write(time_ns, data_frames[sequence])
+    config = CardConfig(data_width=32, n_instruments=16, n_lines=1)
+    run = run_card_lines([played], locates=feed_locates(pcap_path), config=config, lines=(feed.LINE_A,))
+    counters = run.report["counters"]
+    first, count = lost
+    assert (counters["gaps"], counters["missing_messages"]) == (1, count)
+    assert (counters["last_gap_first"], counters["last_gap_count"]) == (first, count)
+    assert counters["duplicates"] == sum(n for _sequence, n in replayed)
+    assert counters["n_lines"] == 1
+    line_b = [name for name in counters if name.endswith("_b")]
+    assert line_b and all(not any(v) if isinstance(v, list) else v == 0 for v in map(counters.get, line_b))
+    expected = _golden_without(itch_path, set(range(first, first + count)))
+    _assert_same_records(run.records, expected)
+
+
 def _lose(line_pcap: Path, sequences: set[int], out: Path) -> Path:
     """A copy of a line's pcap where the data packets starting at `sequences` go to another UDP port."""
     with pcap.PcapWriter(out) as writer:

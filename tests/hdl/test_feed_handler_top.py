@@ -42,6 +42,18 @@ def test_wirebook_hdl_registers_prints_the_register_document(capsys):
     assert capsys.readouterr().out == registers.markdown()
 
 
+def test_a_one_line_core_has_no_line_b_ports_and_says_so():
+    from amaranth.back import verilog
+
+    text = verilog.convert(FeedHandler(8, n_instruments=4, n_orders=256, n_levels=2, n_lines=1), name="fh")
+    ports = set(re.findall(r"^\s*(?:input|output)\s+(?:\[\d+:0\]\s+)?(\w+);", text, re.M))
+    assert "s_axis_a_tdata" in ports and not any(p.startswith("s_axis_b") for p in ports)
+    assert FeedHandler(8, n_lines=1).bank.constants["n_lines"] == 1
+    assert FeedHandler(8).bank.constants["n_lines"] == 2
+    with pytest.raises(ValueError, match="n_lines must be 1"):
+        FeedHandler(8, n_lines=3)
+
+
 def test_bad_width_is_refused():
     with pytest.raises(ValueError, match="data_width must be one of"):
         FeedHandler(16)
