@@ -114,7 +114,7 @@ class FeedHandler(wiring.Component):
                 "n_levels": n_levels,
                 "n_lines": n_lines,
             },
-            **({"counters_in_ram": True} if counters_in_ram else {}),
+            counters_in_ram=counters_in_ram,
         )
         members = {}
         for line in self.lines:

@@ -14,8 +14,18 @@ from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ...proto.registers import COUNTER_RESET, REGISTERS, WORD_BITS, WORD_BYTES, Access, Register, RegisterMap
+from ...proto.registers import (
+    COUNTER_RESET,
+    COUNTER_WIDTH,
+    REGISTERS,
+    WORD_BITS,
+    WORD_BYTES,
+    Access,
+    Register,
+    RegisterMap,
+)
 from .axi_lite import DATA_WIDTH, AxiLiteTarget, axi_lite_target_members
+from .counter_ram import READ_LATENCY, CounterRam
 
 __all__ = ["CsrBank", "RegisterPorts", "RegisterPortsSignature", "register_shape"]
 
@@ -23,6 +33,9 @@ WORD_ADDRESS_LSB = (WORD_BYTES - 1).bit_length()  # byte address -> word address
 PAIR_IN_BLOCK_BITS = 3
 PAIRS_PER_BLOCK = 1 << PAIR_IN_BLOCK_BITS  # word pairs a block of the read mux ORs: 2 LUT4 levels
 OR_FAN_IN = 4  # values each later level of the read mux ORs: 1 LUT4 level
+# With counters_in_ram, a counter whose amount is wider stays in flip-flops: its pending count would be
+# nearly as wide as the counter, and every bit of the widest one widens the flusher's mux for all.
+RAM_AMOUNT_WIDTH = 8
 
 
 def _any(values: Iterable[Value]) -> Value:
@@ -82,18 +95,37 @@ class CsrBank(wiring.Component):
     Unmapped addresses and writes to read-only registers answer SLVERR and change nothing (unmapped words
     read 0); reads of a command return 0 with OKAY. A live status wider than 64 bits is refused (ValueError).
 
+    Counters are flip-flops by default (two 32-bit halves each). With `counters_in_ram=True`, those whose
+    amount is at most RAM_AMOUNT_WIDTH bits wide (with the card's map, all but `missing_messages`) are a
+    CounterRam's (hdl.csr.counter_ram): a 64-bit total per counter in block RAM (2 EBR on ECP5) and a small
+    pending count per counter in flip-flops, which a flusher folds into the totals, one counter per cycle in
+    turn. Same ports, bus behaviour and values, to the cycle: a read returns exactly the increments up to
+    and including the cycle after its strobe, and `counter_reset` clears every counter at once (the totals
+    are flagged stale, read as 0 until rewritten). After a reset of the clock domain they read 0 too.
+
     Timing on the `CsrBus`, one access at a time, every stage registered: the access; the word decoded
     into its block of PAIRS_PER_BLOCK word pairs (8 bytes, 8-aligned); the word one-hot within the block
     (both words of the pair for a read). A write then takes effect and is done 4 cycles after its strobe.
     A read ORs the selected pair within each block, ORs the blocks OR_FAN_IN at a time over as many levels
     as needed, adds a counter's pending carry to the upper word, picks the word: done 6 cycles + one per
-    level after its strobe (8 with the card's map: 15 blocks, 2 levels). Through `AxiLiteTarget` on an idle
-    bus, with the card's map: BVALID 6 cycles after the later of the AW and W handshakes, RVALID 10 cycles
+    level after its strobe (8 with the card's map: 15 blocks, 2 levels). With `counters_in_ram`, a read of
+    a counter in RAM goes to the CounterRam in stage 2 instead, which answers READ_LATENCY (2) cycles later,
+    and its value joins the blocks' values at the first level of ORs: RAM counters' pairs are no block's
+    (with the card's map: 6 blocks and that value, 2 levels, done 8 cycles after the strobe as in
+    flip-flops); the flusher gives that read its cycle. Through `AxiLiteTarget` on an idle bus, with the
+    card's map (either way): BVALID 6 cycles after the later of the AW and W handshakes, RVALID 10 cycles
     after the AR handshake. Throughput: one access in flight; a write and a read may wait for each other.
     """
 
-    def __init__(self, registers: RegisterMap = REGISTERS, *, constants: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        registers: RegisterMap = REGISTERS,
+        *,
+        constants: Mapping[str, int] | None = None,
+        counters_in_ram: bool = False,
+    ):
         self.registers = registers
+        self.counters_in_ram = counters_in_ram
         self.addr_width = registers.address_width
         self.constants = self._check_constants(registers, constants or {})
         kinds: dict[Access, dict[str, wiring.Member]] = {access: {} for access in Access}
@@ -160,13 +192,23 @@ class CsrBank(wiring.Component):
         # zeroes it (a synchronous reset) and holds until the cycle its next increment arrives. It clears
         # exactly as one copy of the pulse would; it is its own flip-flop because plain copies would be
         # merged by synthesis into one net reaching every counter bit.
+        # With counters_in_ram, the counters narrow enough for it are a CounterRam's instead, built below once
+        # the read pipeline's length (which bounds how often reads take its flusher's cycle) is known. It takes
+        # the same registered increments, and the pulse registered as they are (`clearing`).
         clear = getattr(self.command, COUNTER_RESET, 0)
         counters: dict[tuple[str, int], Value] = {}  # Cat(low, high, carry)
+        ram_increments: list[Signal] = []  # the CounterRam's counter n ...
+        ram_pairs: list[int] = []  # ... at this word pair
         for r in self.registers.of(Access.COUNTER):
             for i in range(r.elements):
                 suffix = f"{r.name}_{i}" if r.is_array else r.name
                 port = self._port_of(r, i)
                 increment = Signal(r.amount_width, name=f"increment_{suffix}")
+                if self._in_ram(r):
+                    ram_increments.append(increment)
+                    ram_pairs.append(r.address(i if r.is_array else None) >> (WORD_ADDRESS_LSB + 1))
+                    m.d.sync += increment.eq(port)
+                    continue
                 stale = Signal(name=f"stale_{suffix}")
                 low = Signal(WORD_BITS, name=f"count_low_{suffix}")
                 high = Signal(r.width - WORD_BITS, name=f"count_high_{suffix}")
@@ -212,7 +254,7 @@ class CsrBank(wiring.Component):
         owner = Signal.like(pair)
         owner_valid = Signal()
         pairs = self._pair_values(counters)
-        latched_pairs = [p for p, (_, is_latched) in pairs.items() if is_latched]
+        latched_pairs = sorted({a >> (WORD_ADDRESS_LSB + 1) for a, r, _, _ in self.registers.cells() if r.latched})
         m.d.sync += [
             *(block_hit[b].eq(block_of == b) for b in blocks),
             *(pair_hit[k].eq(pair[:PAIR_IN_BLOCK_BITS] == k) for k in range(PAIRS_PER_BLOCK)),
@@ -266,26 +308,59 @@ class CsrBank(wiring.Component):
 
         # Stage 4 of a read: each block ORs its selected pair (the others give 0). Then the blocks, spread
         # over the chip, are ORed OR_FAN_IN at a time with a register after each level: one hop per cycle.
+        # A CounterRam counter is read in stage 2 and answers READ_LATENCY cycles later: its value joins the
+        # level registered in that cycle (it is 0 but when it answers); its pairs are no block's.
         width = 2 * WORD_BITS + 1
+        ram_value = Signal(COUNTER_WIDTH)
+        joining = {2 + READ_LATENCY - 4: [ram_value]} if ram_pairs else {}  # {level: values}
         level = []
         for b in blocks:
+            if all(p in ram_pairs for p in mapped_pairs if p >> PAIR_IN_BLOCK_BITS == b):
+                continue
             terms = [
                 Cat(Mux(selected[2 * p], v[:WORD_BITS], 0), Mux(selected[2 * p + 1], v[WORD_BITS:], 0))
-                for p, (v, _) in pairs.items()
+                for p, v in pairs.items()
                 if p >> PAIR_IN_BLOCK_BITS == b
             ]
             level.append(Signal(width, name=f"block_value_{b}"))
             m.d.sync += level[-1].eq(_any(terms) if terms else 0)
         depth = 0
-        while len(level) > 1:
+        level += joining.get(depth, [])
+        while len(level) > 1 or depth < max(joining, default=0):
             depth += 1
             inputs, level = level, []
             for n in range(0, len(inputs), OR_FAN_IN):
                 level.append(Signal(width, name=f"pair_value_{depth}_{n // OR_FAN_IN}"))
                 m.d.sync += level[-1].eq(_any(inputs[n : n + OR_FAN_IN]))
+            level += joining.get(depth, [])
         (pair_value,) = level
         reading = Signal(6 + depth)
         m.d.sync += reading.eq(Cat(bus.r_stb, reading))
+
+        if ram_pairs:
+            # Its reads are 7 + depth cycles apart or more: `done` is 6 + depth cycles after the strobe, and the
+            # next strobe comes the cycle after at the earliest (CsrBusSignature).
+            m.submodules.counter_ram = counter_ram = CounterRam(
+                [len(increment) for increment in ram_increments], read_spacing=7 + depth, width=COUNTER_WIDTH
+            )
+            # Stage 2 of a read of one of its counters: the read, and which counter. The read is a flip-flop of
+            # its own: derived from others (stage 1's strobe and a decoded hit), synthesis folds it into the
+            # counters' flush logic and the select of their mux, at a few hundred LUTs' cost.
+            ram_read, ram_index = Signal(), Signal(range(len(ram_pairs)))
+            m.d.sync += ram_read.eq(0)
+            with m.Switch(pair):
+                for n, p in enumerate(ram_pairs):
+                    with m.Case(p):
+                        m.d.sync += [ram_read.eq(reading[0]), ram_index.eq(n)]
+            clearing = Signal()
+            m.d.sync += clearing.eq(clear)
+            m.d.comb += [
+                *(counter_ram.increment[n].eq(increment) for n, increment in enumerate(ram_increments)),
+                counter_ram.clear.eq(clearing),
+                counter_ram.read.eq(ram_read),
+                counter_ram.read_index.eq(ram_index),
+                ram_value.eq(counter_ram.value),
+            ]
 
         # The pending carry of a counter added to its upper word.
         low_word, high_word = Signal(WORD_BITS), Signal(WORD_BITS)
@@ -306,15 +381,18 @@ class CsrBank(wiring.Component):
         m.d.comb += [bus.r_data.eq(r_data), bus.error.eq(error), bus.done.eq(writing[3] | reading[5 + depth])]
         return m
 
-    def _pair_values(self, counters: Mapping[tuple[str, int], Value]) -> dict[int, tuple[Value, bool]]:
-        """Every word pair with something to read: {pair: (Cat(word 2*pair, word 2*pair + 1, carry); is it a
-        latched register)}, where `carry` (a counter's pending carry, else 0) is to be added to the upper
-        word. Unmapped words and commands read 0."""
+    def _in_ram(self, r: Register) -> bool:
+        """Whether counter register `r` is kept in the CounterRam."""
+        return self.counters_in_ram and r.amount_width <= RAM_AMOUNT_WIDTH
+
+    def _pair_values(self, counters: Mapping[tuple[str, int], Value]) -> dict[int, Value]:
+        """Every word pair the read mux ORs: {pair: Cat(word 2*pair, word 2*pair + 1, carry)}, where `carry`
+        (a counter's pending carry, else 0) is to be added to the upper word. Unmapped words and commands read
+        0; counters not in `counters` (in the CounterRam) are not here."""
         words: dict[int, Value] = {}
         carries: dict[int, Value] = {}
-        latched: set[int] = set()
         for address, r, i, k in self.registers.cells():
-            if not r.access.readable:
+            if not r.access.readable or (r.access is Access.COUNTER and (r.name, i) not in counters):
                 continue
             if r.access is Access.COUNTER:
                 value = counters[r.name, i][: r.width]
@@ -325,13 +403,11 @@ class CsrBank(wiring.Component):
                 value = Value.cast(self._port_of(r, i))
             word = address >> WORD_ADDRESS_LSB
             words[word] = value[WORD_BITS * k : min(len(value), WORD_BITS * (k + 1))]
-            if r.latched:
-                latched.add(word >> 1)
         pairs = {}
         for p in sorted({word >> 1 for word in words}):
             low, high = (words.get(2 * p + half, Const(0, WORD_BITS)) for half in (0, 1))
             high = Cat(high, Const(0, WORD_BITS - len(high)))
-            pairs[p] = (Cat(low, Const(0, WORD_BITS - len(low)), high, carries.get(p, 0)), p in latched)
+            pairs[p] = Cat(low, Const(0, WORD_BITS - len(low)), high, carries.get(p, 0))
         return pairs
 
     def _port_of(self, r: Register, i: int):

@@ -4,7 +4,9 @@ Every expected value comes from the declaration (proto.registers): reset values,
 are writable, what a word holds; counts come from the increments the test presents (`CountingCore`) and
 timings from the latencies the bank documents (the constants below). Bus tests run at full rate and with
 random idle cycles on AW/W/AR and back-pressure on B/R, with every write order (AW before W, W before AW,
-together).
+together). Every bank test runs against both counter designs (`counters_in_ram`: flip-flops, block RAM);
+the counter tests include the cases a RAM design could get wrong: every counter at its largest amount
+every cycle under back-to-back reads, one counter read again and again, counter_reset at any moment.
 """
 
 import contextlib
@@ -36,6 +38,12 @@ from wirebook.sim.testbench import Flow
 
 CONSTANTS = {"build_id": 0xC0FFEE42, "data_width": 64, "n_instruments": 1024, "n_orders": 65536, "n_levels": 8}
 FLOWS = pytest.mark.parametrize("flow", [0.0, 0.5], ids=["full-rate", "idle-and-backpressure"])
+
+
+@pytest.fixture(params=[False, True], ids=["counters-in-flops", "counters-in-ram"])
+def counters_in_ram(request) -> bool:
+    """The bank tests run against both counter designs (CsrBank's `counters_in_ram`)."""
+    return request.param
 
 
 class TB:
@@ -95,19 +103,21 @@ COUNTED_AFTER_STROBE = 1  # a read counts the increments presented up to 1 cycle
 WRITE_RESPONSE = 6  # BVALID rises 6 cycles after the later of the AW and W handshakes
 READ_RESPONSE = 10  # RVALID 10 cycles after the AR handshake
 WRITE_BUS_CYCLES = 5  # a write keeps the bus from its strobe to its `done` (4 cycles later) inclusive
+STROBE_TO_RVALID = READ_RESPONSE - STROBE_AFTER_HANDSHAKE  # RVALID rises 9 cycles after the read strobe
 
 
 class CountingCore:
     """A background process standing in for the core: it presents random increments on some counters
     every cycle and records, numbering cycles from the start, each cycle's increments, the AR handshakes,
-    the write handshakes (the later of AW and W) and the `counter_reset` pulses. Expected counts are sums
-    of what it presented, never values read from the bank."""
+    the write handshakes (the later of AW and W), the RVALID rises and the `counter_reset` pulses. Expected
+    counts are sums of what it presented, never values read from the bank."""
 
     def __init__(self, tb: TB, draws):
         self.tb = tb
         self.draws = draws  # {(name, index): function(rng) -> increment}
         self.presented = {key: [] for key in draws}
         self.ar, self.aw, self.w, self.resets = [], [], [], []
+        self.r_rises = []  # one per read, in order: its strobe is STROBE_TO_RVALID cycles before
 
     async def run(self, ctx):
         dut = self.tb.dut
@@ -117,23 +127,38 @@ class CountingCore:
             (self.w, dut.s_axil_wvalid, dut.s_axil_wready),
         ]
         channels = [signal for _, valid, ready in handshakes for signal in (valid, ready)]
-        cycle = 0
+        cycle, r_valid_before = 0, 0
         while True:
             for (name, index), draw in self.draws.items():
                 amount = draw(self.tb.rng)
                 ctx.set(dut.port(name, index), amount)
                 self.presented[name, index].append(amount)
-            _, _, reset, *sampled = await ctx.tick().sample(dut.command[COUNTER_RESET], *channels)
+            _, _, reset, r_valid, *sampled = await ctx.tick().sample(
+                dut.command[COUNTER_RESET], dut.s_axil_rvalid, *channels
+            )
             for (cycles, _, _), valid, ready in zip(handshakes, sampled[::2], sampled[1::2]):
                 if valid and ready:
                     cycles.append(cycle)
             if reset:
                 self.resets.append(cycle)
-            cycle += 1
+            if r_valid and not r_valid_before:
+                self.r_rises.append(cycle)
+            cycle, r_valid_before = cycle + 1, r_valid
 
     def count(self, key, after: int, through: int) -> int:
         """What the counter `key` was given in cycles after .. through (inclusive), modulo 2**64."""
         return sum(self.presented[key][after + 1 : through + 1]) % (1 << 64)
+
+    def read_count(self, key, strobe: int) -> int:
+        """What a read (a word 0, or a lone upper word) of counter `key` whose strobe was in cycle `strobe`
+        returns: the increments after the last `counter_reset` pulse up to COUNTED_AFTER_STROBE after it."""
+        through = strobe + COUNTED_AFTER_STROBE
+        return self.count(key, max((p for p in self.resets if p <= through), default=-1), through)
+
+    def read_strobe(self, n: int, *, bus_idle: bool = True) -> int:
+        """The strobe cycle of the n-th read: after its AR handshake when the bus was idle; else (a write's
+        access may have held it back) from its RVALID rise, as the card's register map times it."""
+        return self.ar[n] + STROBE_AFTER_HANDSHAKE if bus_idle else self.r_rises[n] - STROBE_TO_RVALID
 
     def write_handshake(self, n: int) -> int:
         """The cycle the n-th write was accepted: the later of its AW and W handshakes."""
@@ -161,8 +186,8 @@ def busy_counters():
 
 
 @FLOWS
-def test_identity_reads_declared_and_given_constants(flow):
-    tb = TB(flow=flow, constants=CONSTANTS)
+def test_identity_reads_declared_and_given_constants(flow, counters_in_ram):
+    tb = TB(flow=flow, constants=CONSTANTS, counters_in_ram=counters_in_ram)
 
     async def bench(ctx):
         for r in REGISTERS:
@@ -194,8 +219,8 @@ def test_constants_are_checked():
 
 
 @FLOWS
-def test_status_reads_the_core_values(flow):
-    tb = TB(flow=flow, seed=1)
+def test_status_reads_the_core_values(flow, counters_in_ram):
+    tb = TB(flow=flow, seed=1, counters_in_ram=counters_in_ram)
     values = {(r.name, i): random_value(tb.rng, r) for r, _, i in elements(REGISTERS, STATUS) if not r.constant}
 
     async def bench(ctx):
@@ -214,8 +239,8 @@ def test_status_reads_the_core_values(flow):
 
 @FLOWS
 @pytest.mark.parametrize("order", ORDERS)
-def test_config_resets_then_writes_read_back_and_drive_ports(flow, order):
-    tb = TB(flow=flow, seed=2)
+def test_config_resets_then_writes_read_back_and_drive_ports(flow, order, counters_in_ram):
+    tb = TB(flow=flow, seed=2, counters_in_ram=counters_in_ram)
 
     async def bench(ctx):
         for r, index, _ in elements(REGISTERS, CONFIG):
@@ -232,8 +257,8 @@ def test_config_resets_then_writes_read_back_and_drive_ports(flow, order):
     tb.run(bench)
 
 
-def test_config_bits_above_width_read_zero():
-    tb = TB(seed=3)
+def test_config_bits_above_width_read_zero(counters_in_ram):
+    tb = TB(seed=3, counters_in_ram=counters_in_ram)
 
     async def bench(ctx):
         for name in ("enable", "instrument_locate", "local_mac", "session"):
@@ -248,8 +273,8 @@ def test_config_bits_above_width_read_zero():
 
 
 @FLOWS
-def test_byte_strobes_write_only_their_bytes(flow):
-    tb = TB(flow=flow, seed=4)
+def test_byte_strobes_write_only_their_bytes(flow, counters_in_ram):
+    tb = TB(flow=flow, seed=4, counters_in_ram=counters_in_ram)
     r = REGISTERS["local_ip"]
     mac = REGISTERS["local_mac"]
 
@@ -270,8 +295,8 @@ def test_byte_strobes_write_only_their_bytes(flow):
     tb.run(bench)
 
 
-def test_struct_config_drives_its_fields():
-    tb = TB(seed=5)
+def test_struct_config_drives_its_fields(counters_in_ram):
+    tb = TB(seed=5, counters_in_ram=counters_in_ram)
 
     async def bench(ctx):
         group = REGISTERS["group"]
@@ -289,8 +314,8 @@ def test_struct_config_drives_its_fields():
 
 
 @FLOWS
-def test_commands_pulse_exactly_once(flow):
-    tb = TB(flow=flow, seed=6)
+def test_commands_pulse_exactly_once(flow, counters_in_ram):
+    tb = TB(flow=flow, seed=6, counters_in_ram=counters_in_ram)
     commands = [(r, index) for r, index, _ in elements(REGISTERS, COMMAND)]
     pulses = {r.name: 0 for r, _ in commands}
 
@@ -338,8 +363,8 @@ def test_wide_command_pulses_each_bit_written_1():
 
 
 @FLOWS
-def test_counters_count_strobes_and_amounts_and_clear(flow):
-    tb = TB(flow=flow, seed=8)
+def test_counters_count_strobes_and_amounts_and_clear(flow, counters_in_ram):
+    tb = TB(flow=flow, seed=8, counters_in_ram=counters_in_ram)
     counters = list(elements(REGISTERS, COUNTER))
     # a different number of cycles per counter; amounts of every size for the wide ones
     plan = {}
@@ -366,8 +391,8 @@ def test_counters_count_strobes_and_amounts_and_clear(flow):
     tb.run(bench)
 
 
-def test_counter_reset_clears_before_its_write_answers_and_counting_resumes():
-    tb = TB(seed=9)
+def test_counter_reset_clears_before_its_write_answers_and_counting_resumes(counters_in_ram):
+    tb = TB(seed=9, counters_in_ram=counters_in_ram)
 
     async def bench(ctx):
         ctx.set(tb.dut.counter.frames_a, 1)
@@ -384,8 +409,8 @@ def test_counter_reset_clears_before_its_write_answers_and_counting_resumes():
     tb.run(bench)
 
 
-def test_64_bit_counter_read_is_latched():
-    tb = TB(seed=10)
+def test_64_bit_counter_read_is_latched(counters_in_ram):
+    tb = TB(seed=10, counters_in_ram=counters_in_ram)
     r = REGISTERS["missing_messages"]
     other = REGISTERS["frames_a"]
     amount = tb.dut.counter.missing_messages
@@ -412,8 +437,8 @@ def test_64_bit_counter_read_is_latched():
 
 
 @FLOWS
-def test_live_64_bit_status_reads_consistently(flow):
-    tb = TB(flow=flow, seed=11)
+def test_live_64_bit_status_reads_consistently(flow, counters_in_ram):
+    tb = TB(flow=flow, seed=11, counters_in_ram=counters_in_ram)
     start = 0xFFFF_FF00  # the clock crosses into the upper word during the reads
     now = [start]
 
@@ -434,10 +459,10 @@ def test_live_64_bit_status_reads_consistently(flow):
 
 
 @FLOWS
-def test_reads_while_counting_see_every_increment_up_to_their_strobe(flow):
+def test_reads_while_counting_see_every_increment_up_to_their_strobe(flow, counters_in_ram):
     """A read returns exactly the increments presented up to COUNTED_AFTER_STROBE after its strobe (itself
     STROBE_AFTER_HANDSHAKE after AR), the 64-bit value consistent across its two words."""
-    tb = TB(flow=flow, seed=20)
+    tb = TB(flow=flow, seed=20, counters_in_ram=counters_in_ram)
     core = CountingCore(tb, busy_counters())
 
     async def bench(ctx):
@@ -453,10 +478,10 @@ def test_reads_while_counting_see_every_increment_up_to_their_strobe(flow):
 
 
 @FLOWS
-def test_counter_reset_while_counting_loses_increments_up_to_its_pulse(flow):
+def test_counter_reset_while_counting_loses_increments_up_to_its_pulse(flow, counters_in_ram):
     """counter_reset pulses PULSE_AFTER_STROBE after its write strobe; the counters lose every increment up
     to and including the pulse cycle and count on from the next one."""
-    tb = TB(flow=flow, seed=21)
+    tb = TB(flow=flow, seed=21, counters_in_ram=counters_in_ram)
     core = CountingCore(tb, busy_counters())
 
     async def bench(ctx):
@@ -479,6 +504,116 @@ def test_counter_reset_while_counting_loses_increments_up_to_its_pulse(flow):
     tb.run(bench, background=[core.run])
 
 
+def largest_amounts(registers: RegisterMap = REGISTERS):
+    """Every counter takes its largest amount every cycle: the longest any count waits to be moved on."""
+    return {
+        (r.name, index): (lambda rng, most=(1 << r.amount_width) - 1: most)
+        for r, index, _ in elements(registers, COUNTER)
+    }
+
+
+def test_every_counter_at_its_largest_amount_every_cycle_with_reads_back_to_back(counters_in_ram):
+    """In RAM, each counter's pending count grows until the flusher comes round, and back-to-back reads
+    take the flusher's cycle as often as they can: a pending count too narrow, or a flusher that falls
+    behind, loses counts. Many flush rounds, every read exact."""
+    tb = TB(seed=30, counters_in_ram=counters_in_ram)
+    core = CountingCore(tb, largest_amounts())
+    results = []
+
+    async def bench(ctx):
+        for _ in range(70):
+            name, index = tb.rng.choice(list(core.draws))
+            first_read = len(core.ar)
+            results.append(((name, index), first_read, await tb.read_value(ctx, name, index)))
+
+    tb.run(bench, background=[core.run])
+    assert len(core.presented["frames_a", None]) > 1500
+    for n, (key, first_read, value) in enumerate(results):
+        assert value == core.read_count(key, core.read_strobe(first_read)), f"read {n}: {key}"
+
+
+@FLOWS
+def test_back_to_back_reads_of_one_counter_counting_every_cycle(flow, counters_in_ram):
+    """The same counter read again and again (both words, or word 0 alone) while it counts every cycle, so
+    that its reads meet its flushes at every distance."""
+    tb = TB(flow=flow, seed=31, counters_in_ram=counters_in_ram)
+    core = CountingCore(tb, {("drops_a", "UDP_PORT"): lambda rng: 1, ("duplicates", None): lambda rng: 3})
+    results = []
+
+    async def bench(ctx):
+        for n in range(80):
+            key = (("drops_a", "UDP_PORT"), ("duplicates", None))[n // 40]
+            first_read = len(core.ar)
+            if n % 3:
+                results.append((key, first_read, await tb.read_value(ctx, *key), (1 << 64) - 1))
+            else:  # word 0 alone
+                word, _ = await tb.axil.read(ctx, REGISTERS.address(*key))
+                results.append((key, first_read, word, (1 << 32) - 1))
+
+    tb.run(bench, background=[core.run])
+    for n, (key, first_read, value, mask) in enumerate(results):
+        assert value == core.read_count(key, core.read_strobe(first_read)) & mask, f"read {n}: {key}"
+
+
+def reads_while_resets_come_at_any_moment(tb: TB, core: CountingCore, reads: int, resets: int, together: bool):
+    """Random counters read back to back while counter_reset pulses after random pauses, so that a pulse
+    lands anywhere relative to the flusher. `together`: the pulses come from a writer of their own, taking
+    turns with the reads on the bus (a pulse then lands just before a read); else between reads. Every read
+    exact."""
+    results = []
+    pauses = [tb.rng.randrange(1, 50) for _ in range(resets)]
+
+    async def writer(ctx):
+        for pause in pauses:
+            await ctx.tick().repeat(pause)
+            await tb.write_value(ctx, COUNTER_RESET, 1)
+
+    async def reader(ctx):
+        for n in range(reads):
+            if not together and n % (reads // resets) == 0 and pauses:
+                await ctx.tick().repeat(pauses.pop())
+                await tb.write_value(ctx, COUNTER_RESET, 1)
+            key = tb.rng.choice(list(core.draws))
+            first_read = len(core.ar)
+            results.append((key, first_read, await tb.read_value(ctx, *key)))
+
+    tb.run(*([writer] if together else []), reader, background=[core.run])
+    assert len(core.resets) == resets
+    for n, (key, first_read, value) in enumerate(results):
+        strobe = core.read_strobe(first_read, bus_idle=not together)
+        assert value == core.read_count(key, strobe), f"read {n}: {key}"
+
+
+@FLOWS
+def test_counter_reset_at_any_moment_while_reading(flow, counters_in_ram):
+    """The card's map: reads and counter_reset writes in flight together."""
+    tb = TB(flow=flow, seed=32, counters_in_ram=counters_in_ram)
+    reads_while_resets_come_at_any_moment(tb, CountingCore(tb, busy_counters()), reads=50, resets=12, together=True)
+
+
+SMALL_MAPS = {
+    "one-counter": [Register("events", COUNTER, 64, ""), Register(COUNTER_RESET, COMMAND, 1, "")],
+    "ram-and-flops": [
+        Register("before", STATUS, 16, ""),
+        Register("bytes", COUNTER, 64, "", amount_width=8),  # in RAM
+        Register("bits", COUNTER, 64, "", amount_width=9),  # in flops
+        Register("lanes", COUNTER, 64, "", count=3),
+        Register(COUNTER_RESET, COMMAND, 1, ""),
+    ],
+}
+
+
+@pytest.mark.parametrize("declared", SMALL_MAPS.values(), ids=SMALL_MAPS.keys())
+def test_small_maps_count_exactly(declared, counters_in_ram):
+    """Maps with a single counter (the flusher's every-other-cycle case) and with counters on both sides of
+    the RAM's amount width, counting their largest amounts with resets at any moment. (Their read latency is
+    not the card map's: reads and resets take turns, so each read's strobe follows its AR handshake.)"""
+    registers = RegisterMap(declared)
+    tb = TB(registers, seed=33, counters_in_ram=counters_in_ram)
+    core = CountingCore(tb, largest_amounts(registers))
+    reads_while_resets_come_at_any_moment(tb, core, reads=40, resets=8, together=False)
+
+
 # --- errors ----------------------------------------------------------------------------------------------
 
 
@@ -490,8 +625,8 @@ def unmapped_addresses(registers):
 
 
 @FLOWS
-def test_unmapped_addresses_answer_slverr_and_change_nothing(flow):
-    tb = TB(flow=flow, seed=12)
+def test_unmapped_addresses_answer_slverr_and_change_nothing(flow, counters_in_ram):
+    tb = TB(flow=flow, seed=12, counters_in_ram=counters_in_ram)
     addresses = unmapped_addresses(REGISTERS)
     assert len(addresses) > 3, "the map has alignment holes to check"
 
@@ -506,8 +641,8 @@ def test_unmapped_addresses_answer_slverr_and_change_nothing(flow):
 
 
 @FLOWS
-def test_writes_to_read_only_registers_answer_slverr(flow):
-    tb = TB(flow=flow, seed=13, constants=CONSTANTS)
+def test_writes_to_read_only_registers_answer_slverr(flow, counters_in_ram):
+    tb = TB(flow=flow, seed=13, constants=CONSTANTS, counters_in_ram=counters_in_ram)
 
     async def bench(ctx):
         ctx.set(tb.dut.counter.heartbeats_b, 1)
@@ -529,8 +664,8 @@ def test_writes_to_read_only_registers_answer_slverr(flow):
 
 
 @FLOWS
-def test_reads_and_writes_in_flight_together(flow):
-    tb = TB(flow=flow, seed=14)
+def test_reads_and_writes_in_flight_together(flow, counters_in_ram):
+    tb = TB(flow=flow, seed=14, counters_in_ram=counters_in_ram)
     status = {r.name: random_value(tb.rng, r) for r in REGISTERS.of(STATUS) if not r.constant and not r.is_array}
     config = [(r, index) for r, index, _ in elements(REGISTERS, CONFIG)]
     done = []
@@ -555,10 +690,10 @@ def test_reads_and_writes_in_flight_together(flow):
 
 
 @FLOWS
-def test_back_to_back_writes_and_reads_with_counting(flow):
+def test_back_to_back_writes_and_reads_with_counting(flow, counters_in_ram):
     """One bench writes every config word back to back, another reads counters meanwhile: the reads share
     the bus with the writes, so a counter read's strobe may wait for one write's access to end."""
-    tb = TB(flow=flow, seed=22)
+    tb = TB(flow=flow, seed=22, counters_in_ram=counters_in_ram)
     core = CountingCore(tb, busy_counters())
     config = [(r, index) for r, index, _ in elements(REGISTERS, CONFIG)]
     written, reader_done = {}, []
@@ -587,8 +722,8 @@ def test_back_to_back_writes_and_reads_with_counting(flow):
     tb.run(writer, reader, background=[core.run])
 
 
-def test_config_changes_and_command_pulses_a_fixed_time_after_the_write():
-    tb = TB(seed=23)
+def test_config_changes_and_command_pulses_a_fixed_time_after_the_write(counters_in_ram):
+    tb = TB(seed=23, counters_in_ram=counters_in_ram)
     core = CountingCore(tb, {})
     changes = []
 
@@ -612,8 +747,8 @@ def test_config_changes_and_command_pulses_a_fixed_time_after_the_write():
     tb.run(bench, background=[core.run, watch])
 
 
-def test_response_latency_on_an_idle_bus():
-    tb = TB(seed=24)
+def test_response_latency_on_an_idle_bus(counters_in_ram):
+    tb = TB(seed=24, counters_in_ram=counters_in_ram)
     core = CountingCore(tb, {})
     rises = {"b": [], "r": []}
 
@@ -682,9 +817,9 @@ def test_target_holds_one_write_and_one_read_at_a_time():
 # --- API and conversion ----------------------------------------------------------------------------------
 
 
-def test_ports_by_name_kind_and_label():
+def test_ports_by_name_kind_and_label(counters_in_ram):
     with never_elaborated():
-        check_ports(CsrBank())
+        check_ports(CsrBank(counters_in_ram=counters_in_ram))
 
 
 def check_ports(bank):
@@ -707,8 +842,8 @@ def test_drop_reasons_match_the_gateware_enum():
     assert [(reason.name, reason.value) for reason in DropReason] == [(n, i) for i, n in enumerate(DROP_REASONS)]
 
 
-def test_converts_to_verilog_with_vivado_port_names():
-    text = verilog.convert(CsrBank(constants=CONSTANTS), name="wirebook_csr")
+def test_converts_to_verilog_with_vivado_port_names(counters_in_ram):
+    text = verilog.convert(CsrBank(constants=CONSTANTS, counters_in_ram=counters_in_ram), name="wirebook_csr")
     for port in ("s_axil_awaddr", "s_axil_wstrb", "s_axil_bresp", "s_axil_araddr", "s_axil_rdata", "s_axil_rready"):
         assert f" {port};" in text
     assert "config__local_mac" in text and "counter__drops_a__0" in text
