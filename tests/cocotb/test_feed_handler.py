@@ -100,9 +100,10 @@ def test_line_b_fills_what_line_a_lost_and_gaps_are_reported(tmp_path):
 
 
 def test_a_one_line_core_drops_replayed_packets_reports_a_loss_and_keeps_the_book(tmp_path):
-    """The core built with line A only (n_lines=1, the Colorlight's): line A alone, with one packet lost
-    and two replayed later (a retransmission arriving after the line moved on), gives the golden model's
-    records without the lost messages; the gap is reported and the replays are counted as duplicates.
+    """The core built with line A only and its counters in block RAM (the Colorlight's): line A alone, with
+    one packet lost and two replayed later (a retransmission arriving after the line moved on), gives the
+    golden model's records without the lost messages; the gap is reported and the replays are counted as
+    duplicates.
     Line B's counters read 0 and `n_lines` reads 1."""
     itch_path, pcap_path = tmp_path / "m.itch", tmp_path / "m.pcap"
     market.write_itch(itch_path, 8, 3000, 6)
@@ -126,7 +127,7 @@ def test_a_one_line_core_drops_replayed_packets_reports_a_loss_and_keeps_the_boo
             if n == len(frames) // 2:  # late copies of packets already delivered
                 for sequence, _count in replayed:
                     writer.write(time_ns, data_frames[sequence])
-    config = CardConfig(data_width=32, n_instruments=16, n_lines=1)
+    config = CardConfig(data_width=32, n_instruments=16, n_lines=1, counters_in_ram=True)  # as on the Colorlight
     run = run_card_lines([played], locates=feed_locates(pcap_path), config=config, lines=(feed.LINE_A,))
     counters = run.report["counters"]
     first, count = lost
