@@ -5,7 +5,11 @@ For each board of hw/boards.py: the core alone (the board's FeedHandler paramete
 capacity. A core that does not fit alone cannot fit with the board's MACs and host link either. With
 `--sweep`, smaller cores for the boards whose core does not fit, to find what does.
 
-Run: .venv/bin/python bench/bench_boards.py [--board NAME ...] [--sweep]
+With `--build`, the whole board instead (ECP5 boards): `hw.build.build`, the bitstream the user flashes,
+through yosys, nextpnr-ecp5 (placed and routed, timing required) and ecppack: the device's use as nextpnr
+counts it and the routed Fmax of every clock against its constraint (bench/results/boards_built.md).
+
+Run: .venv/bin/python bench/bench_boards.py [--board NAME ...] [--sweep | --build]
 """
 
 from __future__ import annotations
@@ -53,18 +57,47 @@ def measure(board_name: str, core: dict[str, int], folder: Path) -> list[str]:
         tool = "synth_xilinx"
     cap = CAPACITY[device]
     fits = all(used[k] <= cap[k] for k in used)
-    shape = f"{core['data_width']}-bit, {core['n_instruments']} instruments, {core['n_orders']:,} orders, " \
-            f"{core['n_levels']} levels"  # fmt: skip
-    return [board_name, device, shape, tool] + [f"{used[k]:,} / {cap[k]:,} ({100 * used[k] / cap[k]:.0f}%)"
+    return [board_name, device, core_shape(core), tool] + [f"{used[k]:,} / {cap[k]:,} ({100 * used[k] / cap[k]:.0f}%)"
                                                 for k in ("LUT", "FF", "RAM")] + [
         "yes" if fits else "NO", f"{time.perf_counter() - started:.0f}"]  # fmt: skip
+
+
+def core_shape(core: dict) -> str:
+    lines = core.get("n_lines", 2)
+    return (f"{core['data_width']}-bit, {core['n_instruments']} instruments, {core['n_orders']:,} orders, "
+            f"{core['n_levels']} levels, {'line A only' if lines == 1 else 'lines A and B'}"
+            + (", counters in RAM" if core.get("counters_in_ram") else ""))  # fmt: skip
+
+
+def build_board(board_name: str, folder: Path) -> list[str]:
+    from wirebook.hw.build import build
+    from wirebook.hw.synthesis import ToolError
+
+    b = BOARDS[board_name]
+    cap = CAPACITY[device_of(b.device)]
+    started = time.perf_counter()
+    try:
+        r = build(board_name, folder, progress=lambda text: print(f"  {text}", flush=True))
+    except ToolError as e:
+        reason = str(e).splitlines()[0]
+        return [board_name, b.device, core_shape(b.core), "-", "-", "-", "-", f"NO: {reason}",
+                f"{time.perf_counter() - started:.0f}"]  # fmt: skip
+    use = r.utilisation
+    clocks = "<br>".join(f"{clock}: {mhz:.1f} / {r.target_mhz[clock]:.1f}" for clock, mhz in sorted(r.fmax_mhz.items()))
+    kinds = (("LUT4", "LUT"), ("FF", "FF"), ("EBR", "RAM"))
+    used = [f"{use[k]:,} / {cap[c]:,} ({100 * use[k] / cap[c]:.0f}%)" for k, c in kinds]
+    met = "yes" if r.timing_met else "NO"
+    return [board_name, b.device, core_shape(b.core), *used, clocks, met, f"{r.seconds:.0f}"]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--board", action="append", choices=sorted(BOARDS), help="only these boards (repeatable)")
     p.add_argument("--sweep", action="store_true", help="also smaller cores for the boards whose core does not fit")
+    p.add_argument("--build", action="store_true", help="build the whole board (ECP5): routed Fmax, device use")
     args = p.parse_args()
+    if args.build:
+        return main_build(args.board or [n for n, b in BOARDS.items() if b.toolchain == "yowasp-ecp5"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.board or list(BOARDS):
@@ -85,6 +118,27 @@ def main() -> int:
         notes="LUT: LUT4 (a CCU2C carry cell counted as two) on ECP5, LUT1-6 on the xc7z020; block RAM: EBR (18 kbit) "
         "on ECP5, BRAM36 (two BRAM18 as one) on the xc7z020. The core alone, before the board's MACs, clock "
         "crossings and host link are added; synthesis estimates (Vivado's own numbers for the PYNQ-Z2 need Vivado).",
+    )
+    print(text)
+    return 0
+
+
+def main_build(names: list[str]) -> int:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            row = build_board(name, Path(tmp) / name)
+            rows.append(row)
+            print(" | ".join(row), flush=True)
+    text = record(
+        "boards_built",
+        "Boards: the whole card built (place and route), as `wirebook hw build` makes it",
+        ".venv/bin/python bench/bench_boards.py --build" + "".join(f" --board {n}" for n in names),
+        ["board", "device", "core", "LUT4", "FF", "EBR", "Fmax MHz / target, per clock", "timing met", "seconds"],
+        rows,
+        notes="The card top of hw/card_top.py: PLL, RGMII ports with their MACs and clock crossings, the core, the "
+        "host link. LUT4: nextpnr's TRELLIS_COMB cells (carry and distributed-RAM halves included). Clocks: "
+        "nextpnr's routed Fmax for each clock net, against the constraint it was placed for (`sync`: the core).",
     )
     print(text)
     return 0

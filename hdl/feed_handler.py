@@ -82,7 +82,8 @@ class FeedHandler(wiring.Component):
     `n_lines=1` builds line A only, for a board with one feed port (a small FPGA): no `s_axis_b` ports,
     no FeedLine or decoder for B, the arbiter's B input idle (synthesis removes what it no longer uses);
     line B's counters read 0 and the `n_lines` register reads 1. Line A alone still drops duplicates and
-    reports gaps. `counters_in_ram` keeps the CSR bank's counters in block RAM (CsrBank's option).
+    reports gaps. `counters_in_ram` keeps the CSR bank's counters in block RAM (CsrBank's option), and
+    `tables_in_block_ram` the book's level and top tables (BookEngine's): for a device short of LUTs.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class FeedHandler(wiring.Component):
         n_locates: int = 16384,
         n_lines: int = len(LINES),
         counters_in_ram: bool = False,
+        tables_in_block_ram: bool = False,
     ) -> None:
         if data_width not in DATA_WIDTHS:
             raise ValueError(f"data_width must be one of {DATA_WIDTHS}, got {data_width}")
@@ -104,7 +106,8 @@ class FeedHandler(wiring.Component):
         self.data_width = data_width
         self.lines = LINES[:n_lines]
         self.book_parameters = {"n_instruments": n_instruments, "n_orders": n_orders, "n_levels": n_levels,
-                                "n_ways": n_ways, "n_locates": n_locates}  # fmt: skip
+                                "n_ways": n_ways, "n_locates": n_locates,
+                                "tables_in_block_ram": tables_in_block_ram}  # fmt: skip
         self.bank = CsrBank(
             constants={
                 "build_id": build_id(),

@@ -103,12 +103,12 @@ def _build_ecp5(b: Board, folder: Path, say: Callable[[str], None]) -> BuildResu
     try:
         say(f"{b.name}: yosys synth_ecp5, nextpnr-ecp5 (timing must be met), ecppack ...")
         plan = platform.build(top, name=NAME, build_dir=str(folder), do_build=False,
-                              nextpnr_opts=f"--report {NAME}.report.json")  # fmt: skip
+                              nextpnr_opts=f"--report {NAME}.report.json --router router2")  # fmt: skip
         products = None
         try:
             products = plan.execute_local(str(folder))
         except subprocess.CalledProcessError as e:
-            failure = _timing_failure(folder)
+            failure = _nextpnr_failure(folder)
             raise ToolError(
                 f"{b.name}: {failure or 'the build failed'} (exit {e.returncode}); logs in {folder}: "
                 f"{NAME}.rpt (yosys), {NAME}.tim (nextpnr)"
@@ -139,14 +139,20 @@ def _ecp5_utilisation(folder: Path) -> dict[str, int]:
             "DSP": used.get("MULT18X18D", 0), "IO": used.get("TRELLIS_IO", 0)}  # fmt: skip
 
 
-def _timing_failure(folder: Path) -> str:
+def _nextpnr_failure(folder: Path) -> str:
     log = folder / f"{NAME}.tim"
     if not log.exists():
         return ""
-    failed = re.findall(r"Max frequency for clock '([^']+)': ([\d.]+) MHz \(FAIL at ([\d.]+) MHz\)", log.read_text())
+    text = log.read_text()
+    failed = re.findall(r"Max frequency for clock '([^']+)': ([\d.]+) MHz \(FAIL at ([\d.]+) MHz\)", text)
     if failed:
         return "timing not met: " + ", ".join(f"{clock} {got} MHz < {want} MHz" for clock, got, want in failed)
-    return ""
+    over = re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", text, re.M)
+    full = [f"{kind} {used}/{total}" for kind, used, total, _ in over if int(used) > int(total)]
+    if full or "Unable to find legal placement" in text:
+        return "the design does not fit the device" + (f" ({', '.join(full)})" if full else " (placement failed)")
+    errors = re.findall(r"^ERROR: (.*)$", text, re.M)
+    return f"nextpnr: {errors[-1]}" if errors else ""
 
 
 # --- PYNQ-Z2 with Vivado -----------------------------------------------------------------------------------

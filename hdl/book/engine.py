@@ -40,6 +40,8 @@ class BookEngine(wiring.Component):
     - orders: n_orders / n_ways sets x `order_set` (n_ways entries: valid, tag, slot, side, price, shares);
     - levels: 2 * n_instruments x `side_book` (address slot * 2 + side): n_levels levels, hidden state;
     - tops: n_instruments x `top`: the last emitted top of book and the state its flags are made of;
+      (levels and tops are distributed RAM on an FPGA; with `tables_in_block_ram`, block RAM, for a device
+      short of LUTs: the same behaviour);
     - outbox: amaranth.lib.fifo.SyncFIFO of records.
 
     Pipeline (cycles after the accept cycle A; nothing stalls once accepted; each stage is there for the clock):
@@ -88,9 +90,10 @@ class BookEngine(wiring.Component):
 
     def __init__(
         self, *, n_instruments: int = 64, n_locates: int = 16384, n_orders: int = 16384, n_ways: int = 4,
-        n_levels: int = 16,
+        n_levels: int = 16, tables_in_block_ram: bool = False,
     ) -> None:  # fmt: skip
         self.geometry = g = BookGeometry(n_instruments, n_locates, n_orders, n_ways, n_levels)
+        self.tables_in_block_ram = tables_in_block_ram
         super().__init__(
             {
                 "ops": In(stream.Signature(BOOK_OP)),
@@ -119,8 +122,12 @@ class BookEngine(wiring.Component):
 
         m.submodules.instruments = instruments = memory.Memory(shape=g.instrument, depth=g.n_locates, init=[])
         m.submodules.orders = orders = memory.Memory(shape=g.order_set, depth=g.n_sets, init=[])
-        m.submodules.levels = levels = memory.Memory(shape=g.side_book, depth=2 * g.n_instruments, init=[])
-        m.submodules.tops = tops = memory.Memory(shape=g.top, depth=g.n_instruments, init=[])
+        # Shallow and wide, these two would be distributed RAM: on a small FPGA, whose LUTs are the scarce
+        # resource and whose block RAMs are not, `tables_in_block_ram` asks synthesis for block RAM instead.
+        small = {"ram_style": "block"} if self.tables_in_block_ram else None
+        m.submodules.levels = levels = memory.Memory(shape=g.side_book, depth=2 * g.n_instruments, init=[],
+                                                     attrs=small)  # fmt: skip
+        m.submodules.tops = tops = memory.Memory(shape=g.top, depth=g.n_instruments, init=[], attrs=small)
         # No read port is transparent: an EBR's clock-to-out takes most of a cycle, so its data goes straight
         # into a register, and what a read missed is forwarded from the last write after that register.
         instrument_w = instruments.write_port()

@@ -78,3 +78,22 @@ def test_flashing_without_a_bitstream_or_a_board_says_what_is_missing(tmp_path):
     else:
         with pytest.raises(hw_build.FlashError, match="is the board attached"):
             hw_build.flash("colorlight-5a75b", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("log", "says"),
+    [
+        ("Info: Max frequency for clock '$glbnet$sync_clk': 35.10 MHz (FAIL at 39.47 MHz)\n",
+         "timing not met: $glbnet$sync_clk 35.10 MHz < 39.47 MHz"),
+        ("Info: Device utilisation:\nInfo: \t          TRELLIS_FF:   17659/  24288    72%\n"
+         "Info: \t        TRELLIS_COMB:   27159/  24288   111%\n"
+         "ERROR: Unable to find legal placement for all cells, design is probably at utilisation limit.\n",
+         "the design does not fit the device (TRELLIS_COMB 27159/24288)"),
+        ("ERROR: Unable to find legal placement for all cells, design is probably at utilisation limit.\n",
+         "the design does not fit the device (placement failed)"),
+        ("ERROR: net 'x' has no driver\n", "nextpnr: net 'x' has no driver"),
+    ],
+)  # fmt: skip
+def test_a_failed_ecp5_build_says_why_from_nextpnr_log(tmp_path, log, says):
+    (tmp_path / "wirebook.tim").write_text(log)
+    assert hw_build._nextpnr_failure(tmp_path) == says
