@@ -6,7 +6,8 @@
             └─ SUBSCRIBE: subscribe ─┐                                                    ├─ TxArbiter ── tx
     bbo ── RecordSender: up to MAX_RECORDS records a packet, flushed when full or idle ──┘ (responses first)
 
-- receiver.py: DatagramReceiver (the feed line's hdl.net parsers, plus the UDP checksum).
+- receiver.py: DatagramReceiver (headers captured at fixed places as beats pass, IPv4 and UDP sums, checks
+  judged in three cycles after the frame: a fraction of the feed line's general parsers).
 - csr_server.py: CsrServer, ByteWindow; axi_lite_master.py: AxiLiteMaster.
 - record_sender.py: RecordSender; framing.py: UdpHeaders, FrameEmitter, RowReader (both senders' frames).
 - tx_arbiter.py: TxArbiter; host_link.py: HostLink (all of it), connect_registers, connect_feed_handler.

@@ -41,6 +41,7 @@ from cocotb.utils import get_sim_time
 from cocotbext.eth import GmiiFrame, RgmiiSink, RgmiiSource
 
 from wirebook.driver.model_card import ModelCard
+from wirebook.hw.boards import board
 from wirebook.hw.card_top import DEFAULT_IP, DEFAULT_MAC, PORTS
 from wirebook.hw.eth.mac import PREAMBLE, SFD
 from wirebook.proto import bbo, card_link, itch, moldudp64, net, registers
@@ -51,7 +52,8 @@ from wirebook.sim.verilated_card import configuration
 
 pytestmark = pytest.mark.cocotb
 
-CORE = {"data_width": 32, "n_instruments": 4, "n_orders": 256, "n_levels": 4, "n_locates": 64}
+# The board's core (its width, one feed line, counters and tables in block RAM), with smaller tables.
+CORE = board(board_sim.BOARD).core | {"n_instruments": 4, "n_orders": 256, "n_levels": 4, "n_locates": 64}
 PHY_RESET_SECONDS = 2e-6
 PLAN = PORTS[board_sim.BOARD]  # port 0 the feed, port 1 the host link
 OSCILLATOR_NS = 40  # the board's 25 MHz
@@ -208,7 +210,7 @@ async def board_top_bench(dut) -> None:
         "magic": registers.text_value(registers.MAGIC, 4), "version": registers.VERSION,
         "build_id": made["build_id"], "data_width": core["data_width"], "n_instruments": core["n_instruments"],
         "n_orders": core["n_orders"], "n_levels": core["n_levels"], "n_groups": registers.N_GROUPS,
-        "n_lines": len(registers.LINES),
+        "n_lines": core.get("n_lines", len(registers.LINES)),
     }  # fmt: skip
 
     # The feed's configuration, and the host subscribed to the records.

@@ -5,6 +5,9 @@ tests need none; the end-to-end test puts a small FeedHandler behind it). Reques
 proto.card_link.encode_request inside frames built with proto.net; what comes out of `tx` is parsed
 with proto.net.parse_udp_frame (so every IPv4 header checksum is checked) and card_link's decoders.
 
+DatagramReceiver is also tested alone, against proto.net.parse_udp_frame (what the model's kernel takes):
+every IHL, every truncation, padding, each check failing alone, broken keep rules, overrun, and its timing.
+
 Expected answers come from sim/net_card.py's NetCardModel, answering the same request payloads over a
 loopback UDP socket with `RegisterModel` as its core: proto.registers' bus behaviour written plainly in
 software (the register values the test gave the bank's status and counter ports, config resets and
@@ -31,6 +34,7 @@ from wirebook.driver.model_card import ModelCard
 from wirebook.hdl.csr.bank import CsrBank
 from wirebook.hdl.feed_handler import FeedHandler
 from wirebook.hw.link.host_link import STROBES, HostLink, connect_feed_handler, connect_registers
+from wirebook.hw.link.receiver import DatagramReceiver
 from wirebook.proto import bbo, card_link, itch, moldudp64, net
 from wirebook.proto.card_link import (
     CSR_ACCESS,
@@ -44,10 +48,11 @@ from wirebook.proto.card_link import (
     CsrResult,
     CsrStatus,
 )
+from wirebook.proto.errors import WireError
 from wirebook.proto.registers import COMMAND, CONFIG, COUNTER, COUNTER_RESET, REGISTERS, STATUS, WORD_BYTES
 from wirebook.sim import feed
 from wirebook.sim.net_card import NetCardModel
-from wirebook.sim.testbench import Flow, beats, frame_bytes, stream_put
+from wirebook.sim.testbench import Beat, Flow, beats, frame_bytes, stream_put
 from wirebook.sim.verilated_card import configuration
 
 WIDTHS = (8, 32, 64)
@@ -778,6 +783,277 @@ def test_a_busy_port_holds_the_core_back_and_loses_nothing():
         tb.tx_hold = False
 
     tb.run(pusher, release)
+
+
+# --- the receiver alone ------------------------------------------------------------------------------------
+
+
+def datagram_kept(frame: bytes) -> dict | None:
+    """What DatagramReceiver keeps of a frame with good keep rules, by proto.net's parser (what the model's
+    kernel takes) and the card's addresses: the datagram's fields, or None (dropped)."""
+    try:
+        parsed = net.parse_udp_frame(frame)
+    except WireError:
+        return None
+    if "tpid" in parsed.eth._fields or parsed.eth.destination != CARD_MAC:
+        return None
+    if (parsed.ip.destination, parsed.udp.destination_port) != (CARD_IP, card_link.CSR_PORT):
+        return None
+    header_length = 4 * net.IPV4_IHL.get(parsed.ip.version_ihl)
+    return {
+        "payload_start": net.ETHERNET.length + header_length + net.UDP.length,
+        "payload_length": len(parsed.payload),
+        "source_mac": parsed.eth.source,
+        "source_ip": parsed.ip.source,
+        "source_port": parsed.udp.source_port,
+    }
+
+
+def to_the_card(rng: random.Random, ihl: int = 5, payload_length: int = 5, **changes) -> bytes:
+    """A datagram to the card's CSR port from a random (unicast) source, behind `ihl` - 5 words of random
+    options."""
+    return net.build_udp_frame(
+        rng.getrandbits(48) & ~(1 << 40), CARD_MAC, rng.getrandbits(32), CARD_IP, rng.getrandbits(16),
+        card_link.CSR_PORT, rng.randbytes(payload_length), ip_options=rng.randbytes(4 * (ihl - 5)), **changes,
+    )  # fmt: skip
+
+
+def with_fields(frame: bytes, ip=(), udp=()) -> bytes:
+    """`frame` with IPv4 / UDP header fields changed (the UDP header where the new IHL puts it), the IPv4
+    header checksum (over the new IHL's bytes) and the UDP checksum (unless given, when the new total
+    length leaves a UDP header inside the frame) made right again."""
+    out = bytearray(frame)
+    l3 = net.ETHERNET.length
+    out[l3 : l3 + net.IPV4.length] = net.IPV4.pack({**net.IPV4.unpack(out, l3)._asdict(), **dict(ip)})
+    header = net.IPV4.unpack(out, l3)
+    header_length = max(4 * net.IPV4_IHL.get(header.version_ihl), net.IPV4.length)
+    udp_at, end = l3 + header_length, l3 + header.total_length
+    if udp:
+        out[udp_at : udp_at + net.UDP.length] = net.UDP.pack({**net.UDP.unpack(out, udp_at)._asdict(), **dict(udp)})
+    at = l3 + net.IPV4.by_name["header_checksum"].offset
+    out[at : at + 2] = net.ipv4_header_checksum(out[l3 : l3 + header_length]).to_bytes(2, "big")
+    if udp_at + net.UDP.length <= end <= len(out) and "checksum" not in dict(udp):
+        at = udp_at + net.UDP.by_name["checksum"].offset
+        checksum = net.udp_checksum(header.source, header.destination, out[udp_at:end])
+        out[at : at + 2] = checksum.to_bytes(2, "big")
+    return bytes(out)
+
+
+def receiver_cases(rng: random.Random) -> list[tuple[str, bytes]]:
+    """Frames for the receiver: every IHL with payloads around the header's end, truncated anywhere, padded,
+    and each of the checks failing alone."""
+    l3 = net.ETHERNET.length
+    cases = []
+    for ihl in range(net.IPV4_MIN_IHL, 16):
+        for n in (0, 1, 2, 3, 4, 5, 7, 8, 9, 13, 64):
+            cases.append((f"IHL {ihl}, {n} bytes", to_the_card(rng, ihl, n)))
+        cases.append((f"IHL {ihl}, no UDP checksum", to_the_card(rng, ihl, 6, compute_udp_checksum=False)))
+        whole = to_the_card(rng, ihl, 3)
+        cases += [(f"IHL {ihl} cut to {n} bytes", whole[:n]) for n in range(1, len(whole))]
+        for n in range(1, 10):
+            cases.append(
+                (f"IHL {ihl}, {n} bytes of padding", to_the_card(rng, ihl, rng.randrange(8)) + rng.randbytes(n))
+            )
+
+    def good(**changes) -> bytes:
+        return to_the_card(rng, rng.randrange(5, 16), rng.randrange(20), **changes)
+
+    def flipped(frame: bytes, at: int, bit: int = 0) -> bytes:
+        out = bytearray(frame)
+        out[at] ^= 1 << bit
+        return bytes(out)
+
+    def ip_field(name: str, value) -> bytes:
+        return with_fields(good(), ip={name: value})
+
+    def ip_payload(frame: bytes) -> int:
+        header = net.IPV4.unpack(frame, l3)
+        return header.total_length - 4 * net.IPV4_IHL.get(header.version_ihl)
+
+    def from_host(destination_mac: int, **changes) -> bytes:
+        return net.build_udp_frame(HOST_MAC, destination_mac, HOST_IP, CARD_IP, 1, card_link.CSR_PORT, b"x", **changes)
+
+    def version_ihl(version: int, ihl: int) -> int:
+        return net.IPV4_VERSION.put(version) | net.IPV4_IHL.put(ihl)
+
+    def flags(bit_field: net.BitField, value: int) -> bytes:
+        return ip_field("flags_fragment_offset", bit_field.put(value))
+
+    ethertype_at = net.ETHERNET.by_name["ethertype"].offset
+    cases += [(f"destination MAC byte {k}", flipped(good(), k, rng.randrange(8))) for k in range(6)]
+    cases += [(f"destination IP byte {k}", ip_field("destination", CARD_IP ^ 1 << (8 * k + 5))) for k in range(4)]
+    cases += [(f"IHL {n}", ip_field("version_ihl", version_ihl(4, n))) for n in range(net.IPV4_MIN_IHL)]
+    cases += [
+        ("broadcast", from_host((1 << 48) - 1)),
+        ("ethertype ARP", good()[:ethertype_at] + (0x0806).to_bytes(2, "big") + good()[l3:]),
+        ("VLAN tagged", from_host(CARD_MAC, vlan=3)),
+        ("version 6", ip_field("version_ihl", version_ihl(6, 5))),
+        ("IHL one word long", with_fields(to_the_card(rng, 6, 12), ip={"version_ihl": version_ihl(4, 7)})),
+        ("IHL one word short", with_fields(to_the_card(rng, 7, 12), ip={"version_ihl": version_ihl(4, 6)})),
+        ("more fragments", flags(net.IPV4_FLAG_MORE_FRAGMENTS, 1)),
+        ("fragment offset 1", flags(net.IPV4_FRAGMENT_OFFSET, 1)),
+        ("fragment offset 0x1000", flags(net.IPV4_FRAGMENT_OFFSET, 0x1000)),
+        ("don't fragment", flags(net.IPV4_FLAG_DONT_FRAGMENT, 1)),
+        ("reserved flag", flags(net.IPV4_FLAG_RESERVED, 1)),
+        ("TCP", ip_field("protocol", 6)),
+        ("another source", ip_field("source", rng.getrandbits(32))),
+        ("another port", with_fields(good(), udp={"destination_port": card_link.CSR_PORT ^ 0x100})),
+        ("IPv4 checksum", flipped(good(), l3 + net.IPV4.by_name["header_checksum"].offset, 3)),
+        ("IPv4 option changed", flipped(to_the_card(rng, 9, 4), l3 + net.IPV4.length + 13, 5)),
+        ("UDP checksum", flipped(good(), -1)),
+        ("UDP checksum 0", with_fields(good(), udp={"checksum": 0})),
+        ("shorter than the MAC header", good()[: l3 - 1]),
+    ]
+    for ihl in (5, 8, 15):
+        frame = to_the_card(rng, ihl, 10)
+        n = ip_payload(frame)
+
+        def lengths(total: int, udp: int | None = None, frame=frame, ihl=ihl) -> bytes:
+            return with_fields(frame, ip={"total_length": 4 * ihl + total}, udp={"length": udp} if udp else {})
+
+        cases += [
+            (f"IHL {ihl}, UDP length + 1", with_fields(frame, udp={"length": n + 1})),
+            (f"IHL {ihl}, UDP length - 1", with_fields(frame, udp={"length": n - 1})),
+            (f"IHL {ihl}, the last byte made padding", lengths(n - 1, n - 1)),
+            (f"IHL {ihl}, total length past the frame", lengths(n + 1, n + 1)),
+            (f"IHL {ihl}, UDP header of 7 bytes", lengths(7, 7)),
+            (f"IHL {ihl}, no UDP header", lengths(0)),
+            (f"IHL {ihl}, total length below the header", lengths(-4)),
+        ]
+    cases.append(("a datagram longer than the buffer", to_the_card(rng, 6, 2100)))
+    return cases
+
+
+def bad_keeps(beats_: list, data_width: int) -> dict[str, list]:
+    """A frame's beats with the keep rules broken, by the rule broken."""
+    lanes = data_width // 8
+    full = (1 << lanes) - 1
+    first, *middle, end = beats_
+    out = {
+        "a beat before the last not full": [Beat(first.data, full >> 1 if lanes > 1 else 0, 0), *middle, end],
+        "last beat empty": [first, *middle, Beat(end.data, 0, 1)],
+    }
+    if lanes > 2:
+        out["last beat not contiguous"] = [first, *middle, Beat(end.data, 0b101, 1)]
+    return out
+
+
+class ReceiverBench:
+    """DatagramReceiver alone, driven a frame (a list of beats) at a time with random idle cycles; a monitor
+    records every cycle's handshake and strobes, so the timing is checked after the run."""
+
+    def __init__(self, data_width: int, flow: float, seed: int) -> None:
+        self.dut = DatagramReceiver(data_width, port=card_link.CSR_PORT)
+        self.data_width, self.lanes = data_width, data_width // 8
+        self.flow = Flow(flow, seed)
+        self.cycle = 0
+        self.last_taken: list[int] = []  # cycles whose edge took a frame's last beat
+        self.not_ready: list[int] = []
+        self.strobes: list[tuple[int, str]] = []
+
+    def run(self, bench) -> None:
+        dut = self.dut
+
+        async def monitor(ctx):
+            strobes = (dut.accepted, dut.overrun, dut.ignored)
+            frames = dut.frames
+            async for _, _, valid, ready, last, *fired in ctx.tick().sample(
+                frames.valid, frames.ready, frames.payload.last, *strobes
+            ):
+                if valid and ready and last:
+                    self.last_taken.append(self.cycle)
+                if not ready:
+                    self.not_ready.append(self.cycle)
+                self.strobes += [(self.cycle, name) for name, f in zip(("accepted", "overrun", "ignored"), fired) if f]
+                self.cycle += 1
+
+        async def main(ctx):
+            ctx.set(dut.local_mac, CARD_MAC)
+            ctx.set(dut.local_ip, CARD_IP)
+            await ctx.tick()
+            await bench(ctx)
+            await ctx.tick().repeat(8)
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(monitor, background=True)
+        sim.add_testbench(main)
+        sim.run()
+        # Every frame: `frames.ready` low for exactly the three cycles after its last beat, one strobe the
+        # cycle after those; nothing else.
+        assert self.not_ready == [t + k for t in self.last_taken for k in (1, 2, 3)]
+        assert [t for t, _ in self.strobes] == [t + 4 for t in self.last_taken]
+
+    async def send(self, ctx, beats_) -> str:
+        """The frame's beats in; the strobe it gets."""
+        before = len(self.strobes)
+        for beat in beats_:
+            await stream_put(ctx, self.dut.frames, beat.as_payload(), self.flow)
+        await ctx.tick().repeat(4)
+        assert len(self.strobes) == before + 1, "one strobe a frame"
+        return self.strobes[-1][1]
+
+    async def check_kept(self, ctx, frame: bytes, expected: dict, what: str) -> None:
+        """The datagram offered is `expected` and the buffer holds the frame's first bytes; then it is taken."""
+        datagrams = self.dut.datagrams
+        assert ctx.get(datagrams.valid), what
+        assert {name: ctx.get(getattr(datagrams.payload, name)) for name in expected} == expected, what
+        kept = frame[: self.dut.buffer_bytes]
+        for row in range(-(-len(kept) // self.lanes)):
+            ctx.set(self.dut.read_addr, row)
+            await ctx.tick()
+            chunk = kept[row * self.lanes : (row + 1) * self.lanes]
+            data = ctx.get(self.dut.read_data) & ((1 << (8 * len(chunk))) - 1)
+            assert data.to_bytes(len(chunk), "little") == chunk, f"{what}: buffer row {row}"
+        ctx.set(datagrams.ready, 1)
+        await ctx.tick()
+        ctx.set(datagrams.ready, 0)
+        assert not ctx.get(datagrams.valid), what
+
+
+@pytest.mark.parametrize("flow", FLOWS.values(), ids=FLOWS.keys())
+@pytest.mark.parametrize("data_width", WIDTHS)
+def test_receiver_keeps_exactly_what_the_parser_accepts(data_width, flow):
+    """DatagramReceiver against proto.net's parser and the card's addresses: every IHL with payloads around
+    the headers' end, every truncation, padding, each check failing alone, broken keep rules; a kept
+    frame's datagram fields and buffer rows are the frame's, the verdict's timing is fixed."""
+    rng = random.Random(60 + data_width)
+    tb = ReceiverBench(data_width, flow, seed=61)
+    cases = receiver_cases(rng)
+    broken = bad_keeps(list(beats(to_the_card(rng, 7, 9), data_width)), data_width)
+
+    async def bench(ctx):
+        kept = 0
+        for what, frame in cases:
+            expected = datagram_kept(frame)
+            verdict = await tb.send(ctx, beats(frame, data_width))
+            assert verdict == ("accepted" if expected else "ignored"), what
+            if expected:
+                kept += 1
+                await tb.check_kept(ctx, frame, expected, what)
+        assert kept >= 11 * 21  # every IHL: its payload lengths, no checksum, padding
+        for what, beats_ in broken.items():
+            assert await tb.send(ctx, beats_) == "ignored", what
+
+    tb.run(bench)
+
+
+def test_receiver_drops_a_frame_while_the_buffer_is_held():
+    """A good frame arriving while the buffer holds a datagram is dropped (`overrun`), a bad one `ignored`;
+    neither touches the buffer or the datagram offered. Once it is taken, the next good frame is kept."""
+    rng = random.Random(70)
+    tb = ReceiverBench(32, 0.3, seed=71)
+    first, second = to_the_card(rng, 6, 30), to_the_card(rng, 5, 11)
+
+    async def bench(ctx):
+        assert await tb.send(ctx, beats(first, 32)) == "accepted"
+        assert await tb.send(ctx, beats(second, 32)) == "overrun"
+        assert await tb.send(ctx, beats(second[:-1], 32)) == "ignored"
+        await tb.check_kept(ctx, first, datagram_kept(first), "the first frame")
+        assert await tb.send(ctx, beats(second, 32)) == "accepted"
+        await tb.check_kept(ctx, second, datagram_kept(second), "the second frame")
+
+    tb.run(bench)
 
 
 # --- the card end to end ------------------------------------------------------------------------------------
