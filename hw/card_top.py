@@ -566,7 +566,7 @@ class CardTop(Elaboratable):
             core.s_axis_a_tvalid.eq(feed.valid),
             feed.ready.eq(core.s_axis_a_tready),
         ]
-        if hasattr(core, "s_axis_b_tvalid"):  # a two-line core: line B idle, no second feed port on these boards
+        if "B" in core.lines:  # a two-line core: line B idle, no second feed port on these boards
             m.d.comb += core.s_axis_b_tvalid.eq(0)
 
         events = {
