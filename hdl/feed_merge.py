@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In
 
 from .itch.decoder import ItchDecoder
 from .mold.arbiter import LineArbiter
+from .mold.sequencer import LineSequencer
 from .stream import DECODED, MESSAGE
 
 __all__ = ["FeedMerge"]
@@ -22,8 +23,9 @@ class FeedMerge(wiring.Component):
     (``space`` in, ``messages`` always ready). Every other port is LineArbiter's (control, expected
     sequence, duplicates, gaps), with its meaning.
 
-    With ``n_lines=1`` only ``lines[0]`` exists and the arbiter's B input is idle: A alone, its
-    duplicates dropped and gaps reported.
+    With ``n_lines=1`` only ``lines[0]`` exists and a LineSequencer takes the arbiter's place: the same
+    ports, rules and timing for line A alone (its duplicates dropped, gaps reported), at a third of the
+    logic.
 
     Decoding runs on each line in front of the arbiter, combinationally (ItchDecoder), so it adds no cycle:
     the arbiter judges and stores decoded records. Latency and throughput are LineArbiter's: 2 cycles, one
@@ -33,7 +35,7 @@ class FeedMerge(wiring.Component):
     def __init__(self, n_lines: int = 2) -> None:
         if n_lines not in (1, 2):
             raise ValueError(f"n_lines must be 1 or 2, got {n_lines}")
-        self._arbiter = LineArbiter(DECODED)
+        self._arbiter = LineArbiter(DECODED) if n_lines == 2 else LineSequencer(DECODED)
         super().__init__(
             {"lines": In(stream.Signature(MESSAGE)).array(n_lines)}
             | {name: member for name, member in self._arbiter.signature.members.items() if name != "lines"}

@@ -147,9 +147,9 @@ class LineArbiter(wiring.Component):
         m.d.sync += [passed.eq(passing), passed_b.eq(passing & pick_b), was_known.eq(known)]
         for x in (A, B):
             m.d.sync += [
-                behind_expected[x].eq(_less(incoming[x], expected)),
-                at_most_a[x].eq(_at_most(incoming[x], sequence[A])),
-                at_most_b[x].eq(_at_most(incoming[x], sequence[B])),
+                behind_expected[x].eq(less(incoming[x], expected)),
+                at_most_a[x].eq(at_most(incoming[x], sequence[A])),
+                at_most_b[x].eq(at_most(incoming[x], sequence[B])),
             ]
         # A head judged as it loads is behind the expected sequence after its cycle: behind the one then, or at
         # most the sequence passing then (which the expected sequence moved past). A head that is not behind
@@ -161,7 +161,7 @@ class LineArbiter(wiring.Component):
             m.d.comb += behind[x].eq(Mux(loaded[x], judged, kept_behind[x]))
             # every cycle, from registers; after a control strobe, the head held then judged against the new state
             judged_again = Signal(name=f"judged_again_{'ab'[x]}")
-            m.d.sync += judged_again.eq(known & _less(sequence[x], expected))
+            m.d.sync += judged_again.eq(known & less(sequence[x], expected))
             with m.If(stale[1]):
                 m.d.sync += kept_behind[x].eq(Mux(loaded[x], judged, judged_again))
             with m.Else():
@@ -175,7 +175,7 @@ class LineArbiter(wiring.Component):
                     pair = (load_a, load_b)
                     pair_b_first[pair] = Signal(name=f"b_first_{load_a}{load_b}")
                     pair_same[pair] = Signal(name=f"same_{load_a}{load_b}")
-                    m.d.sync += [pair_b_first[pair].eq(_less(b, a)), pair_same[pair].eq(a == b)]
+                    m.d.sync += [pair_b_first[pair].eq(less(b, a)), pair_same[pair].eq(a == b)]
         kept_b_first = Signal()
         kept_same = Signal()
         m.d.sync += [kept_b_first.eq(b_first), kept_same.eq(same_sequence)]
@@ -226,10 +226,10 @@ class LineArbiter(wiring.Component):
         return m
 
 
-def _less(x: Value, y: Value) -> Value:
+def less(x: Value, y: Value) -> Value:
     """x < y for 64-bit unsigned values, as two 32-bit compares side by side (half the carry chain)."""
     return (x[32:] < y[32:]) | ((x[32:] == y[32:]) & (x[:32] < y[:32]))
 
 
-def _at_most(x: Value, y: Value) -> Value:
-    return ~_less(y, x)
+def at_most(x: Value, y: Value) -> Value:
+    return ~less(y, x)

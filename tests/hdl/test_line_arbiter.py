@@ -1,4 +1,5 @@
-"""LineArbiter: the A and B lines of a feed merged by sequence number, against a reference of the policy.
+"""LineArbiter: the A and B lines of a feed merged by sequence number, against a reference of the policy;
+LineSequencer: the same policy for line A alone (a one-line core), on the same bench.
 
 Each scenario drives the two lines as packets of messages (different packetisation per line when it says
 so), optionally with control strobes between phases. A monitor samples both inputs, the output and the
@@ -22,6 +23,7 @@ from amaranth.hdl import Signal
 from amaranth.sim import Simulator
 
 from wirebook.hdl.mold.arbiter import LineArbiter
+from wirebook.hdl.mold.sequencer import LineSequencer
 from wirebook.hdl.stream import MESSAGE_BYTES
 from wirebook.sim.testbench import Flow, stream_put
 
@@ -186,6 +188,50 @@ def scenarios() -> dict[str, Scenario]:
 
 SCENARIOS = scenarios()
 
+
+def one_line_scenarios() -> dict[str, Scenario]:
+    """Line A alone: every two-line scenario with line B silent (its absolute results where they still hold),
+    and a line that replays what it already sent, as a MoldUDP64 re-request's answer does."""
+    rng = random.Random(11)
+    out = {}
+    for name, scenario in SCENARIOS.items():
+        phases = [Phase((p.packets[A], []), p.controls, p.in_flight, (p.delay[A], 0), (p.packet_gap[A], 0))
+                  for p in scenario.phases]  # fmt: skip
+        out[name] = Scenario(phases)
+    out["reset_and_set"].passed = SCENARIOS["reset_and_set"].passed
+    out["reset_and_set"].gaps = SCENARIOS["reset_and_set"].gaps
+    out["reset_and_set"].duplicates = 5 + 3 + 2  # 95-99 behind 100, 150-152 behind 200, 7-8 behind 9
+    out["gaps_in_both"].passed = SCENARIOS["gaps_in_both"].passed
+    out["gaps_in_both"].gaps = SCENARIOS["gaps_in_both"].gaps
+    out["gaps_in_both"].duplicates = 0
+    replayed = [*range(1, 51), *range(30, 61), *range(55, 71), *range(75, 101), *range(60, 80), *range(101, 121)]
+    out["replayed"] = Scenario(
+        [Phase((packetise(replayed, rng), []))],
+        passed=[*range(1, 71), *range(75, 121)],
+        gaps=[(71, 4)],
+        duplicates=21 + 6 + 20,
+    )
+    # A copy loaded while the message it repeats passes (the same sequence back to back, or one inside a
+    # gap just declared): behind because that message moved the expected sequence, not the one before it.
+    out["repeat_at_once"] = Scenario(
+        [Phase(([[*range(1, 11), 10, 10, 11, 20, 15, 21, 22]], []))],
+        passed=[*range(1, 12), 20, 21, 22],
+        gaps=[(12, 8)],
+        duplicates=3,
+    )
+    # The expected sequence set past the message waiting in the head: judged again, it is a duplicate.
+    out["set_past_the_head"] = Scenario(
+        [
+            Phase(([list(range(1, 41))], []), packet_gap=(0, 0)),
+            Phase(([list(range(200, 205))], []), [("set", 100)], in_flight=True),
+            Phase(([list(range(3, 9))], []), [("reset+set", 202)], in_flight=True),
+        ]
+    )
+    return out
+
+
+ONE_LINE_SCENARIOS = one_line_scenarios()
+
 # (input idle probability, output back-pressure probability)
 FLOWS = {"full_rate": (0.0, 0.0), "idle_and_backpressure": (0.3, 0.3), "heavy_backpressure": (0.0, 0.7)}
 
@@ -205,13 +251,14 @@ def message(session: int, sequence: int) -> dict:
 class TB:
     """Drives a LineArbiter through a scenario and records, per cycle, what went in and out."""
 
-    def __init__(self, scenario: Scenario, idle: float, backpressure: float, seed: int = 1) -> None:
-        self.dut = LineArbiter()
+    def __init__(self, scenario: Scenario, idle: float, backpressure: float, seed: int = 1, dut=None) -> None:
+        self.dut = LineArbiter() if dut is None else dut
+        self.lines = len(self.dut.lines)  # 2, or 1 (LineSequencer: line A only)
         self.scenario = scenario
         self.flows = [Flow(idle, seed + line) for line in (A, B)]
         self.out_flow = Flow(backpressure, seed + 2)
         self.go = [False] * len(scenario.phases)
-        self.done = [[False, False] for _ in scenario.phases]
+        self.done = [[False, self.lines == 1] for _ in scenario.phases]  # a one-line DUT: B is done
         self.final: dict[str, int] = {}
         self.received: list = []
         # (cycle, event): ("take", line, payload) | ("reset",) | ("set", value); event order = cycle order
@@ -230,7 +277,7 @@ class TB:
         sim = Simulator(self.dut)
         sim.add_clock(1e-8)
         sim.add_testbench(self.control)
-        for line in (A, B):
+        for line in range(self.lines):
             sim.add_testbench(self.driver(line))
         sim.add_testbench(self.consume)
         sim.add_testbench(self.monitor, background=True)
@@ -300,9 +347,11 @@ class TB:
 
     async def monitor(self, ctx):
         dut = self.dut
-        a, b, out = dut.lines[A], dut.lines[B], dut.messages
+        a, out = dut.lines[A], dut.messages
+        b = dut.lines[B] if self.lines == 2 else None
+        b_ports = (b.valid, b.ready, b.payload) if b is not None else (Signal(), Signal(init=1), Signal())  # silent
         async for _, _, *v in ctx.tick().sample(
-            a.valid, a.ready, a.payload, b.valid, b.ready, b.payload, out.valid, dut.space, out.payload,
+            a.valid, a.ready, a.payload, *b_ports, out.valid, dut.space, out.payload,
             dut.reset, dut.expected_set, dut.expected_value, dut.duplicates, dut.gap, dut.gap_first, dut.gap_count,
         ):  # fmt: skip
             a_valid, a_ready, a_payload, b_valid, b_ready, b_payload, o_valid, space, o_payload = v[:9]
@@ -373,9 +422,18 @@ def expected_outcome(events: list) -> dict:
 @pytest.mark.parametrize("flow", FLOWS)
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_line_arbiter(name, flow):
-    scenario = SCENARIOS[name]
+    check(SCENARIOS[name], flow, LineArbiter())
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+@pytest.mark.parametrize("name", ONE_LINE_SCENARIOS)
+def test_line_sequencer(name, flow):
+    check(ONE_LINE_SCENARIOS[name], flow, LineSequencer())
+
+
+def check(scenario: Scenario, flow: str, dut) -> None:
     idle, backpressure = FLOWS[flow]
-    tb = TB(scenario, idle, backpressure)
+    tb = TB(scenario, idle, backpressure, dut=dut)
     tb.run()
     ref = expected_outcome(tb.events)
 
@@ -405,7 +463,8 @@ def test_line_arbiter(name, flow):
         assert not any(kind == "gap" for _, kind, _, _ in tb.strobes)
 
 
-def test_converts_to_verilog():
-    dut = LineArbiter()
+@pytest.mark.parametrize("component", [LineArbiter, LineSequencer])
+def test_converts_to_verilog(component):
+    dut = component()
     ports = [port for _, _, port in dut.signature.flatten(dut) if isinstance(port, Signal)]  # not the const ready
     assert "module line_arbiter" in verilog.convert(dut, name="line_arbiter", ports=ports)
