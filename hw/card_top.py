@@ -220,14 +220,17 @@ class CardClocks(wiring.Component):
         super().__init__()
 
     @classmethod
-    def for_platform(cls, platform, settings: PllSettings) -> "CardClocks":
+    def for_platform(
+        cls, platform, settings: PllSettings, *, phy_reset_seconds: float = PHY_RESET_SECONDS
+    ) -> "CardClocks":
         """From the platform's default clock (which must run at settings.f_in) and reset button, if any."""
         if platform.default_clk_frequency != settings.f_in:
             running = platform.default_clk_frequency / 1e6
             raise ValueError(f"the PLL was set up for {settings.f_in / 1e6:g} MHz, the platform's "
                              f"{platform.default_clk} runs at {running:g} MHz")  # fmt: skip
         button = platform.request(platform.default_rst, dir="-") if platform.default_rst else None
-        return cls(platform.request(platform.default_clk, dir="-"), settings, button=button)
+        oscillator = platform.request(platform.default_clk, dir="-")
+        return cls(oscillator, settings, button=button, phy_reset_seconds=phy_reset_seconds)
 
     def elaborate(self, platform):
         m = Module()

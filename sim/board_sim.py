@@ -35,6 +35,7 @@ test module on `board_harness` (sim.cocotb_runner: raises when a test failed or 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -74,16 +75,11 @@ def model_files() -> list[Path]:
 
 def board_top(core: dict[str, int], phy_reset_seconds: float) -> Any:
     """The Colorlight's CardTop with a smaller `core` and PHY reset hold; its clocks from the board's
-    oscillator through the PLL, as CardClocks.for_platform makes them (the Colorlight has no reset button)."""
+    oscillator through the PLL, as on the board (CardClocks.for_platform)."""
     from ..hw.boards import board
     from ..hw.card_top import CardClocks, CardTop
 
-    def clocks(platform, settings) -> CardClocks:
-        if platform.default_rst is not None:
-            raise ValueError(f"{BOARD}: the simulation has no reset button, the platform has {platform.default_rst}")
-        oscillator = platform.request(platform.default_clk, dir="-")
-        return CardClocks(oscillator, settings, phy_reset_seconds=phy_reset_seconds)
-
+    clocks = functools.partial(CardClocks.for_platform, phy_reset_seconds=phy_reset_seconds)
     return CardTop(board(BOARD), core=core, clocks=clocks)
 
 
