@@ -16,13 +16,15 @@ The first YoWASP call on a machine compiles the tools (about a minute) and cache
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +108,8 @@ def _build_ecp5(b: Board, folder: Path, say: Callable[[str], None]) -> BuildResu
                               nextpnr_opts=f"--report {NAME}.report.json --router router2")  # fmt: skip
         products = None
         try:
-            products = plan.execute_local(str(folder))
+            with _watching(folder, lambda text: say(f"{b.name}: {text}")):
+                products = plan.execute_local(str(folder))
         except subprocess.CalledProcessError as e:
             failure = _nextpnr_failure(folder)
             raise ToolError(
@@ -123,6 +126,56 @@ def _build_ecp5(b: Board, folder: Path, say: Callable[[str], None]) -> BuildResu
         fmax_mhz=fmax, target_mhz=targets, timing_met=all(fmax.get(c, 0) >= t for c, t in targets.items()),
         utilisation=_ecp5_utilisation(folder), products=[f"{NAME}.bit", f"{NAME}.svf"],
     )  # fmt: skip
+
+
+# What the tools' logs show of a build's progress: the first line matching a stage's pattern starts it.
+STAGES = (
+    ("rpt", re.compile(r"Executing SYNTH_(ECP5|LATTICE) pass"), "yosys: synthesising"),
+    ("rpt", re.compile(r"Executing ABC9? pass"), "yosys: mapping to LUTs (abc)"),
+    ("tim", re.compile(r"^Info: Packing", re.M), "nextpnr: packing"),
+    ("tim", re.compile(r"^Info: Device utilisation", re.M), "nextpnr: placing"),
+    ("tim", re.compile(r"^Info: Running simulated annealing placer", re.M), "nextpnr: refining the placement"),
+    ("tim", re.compile(r"^Info: Running router", re.M), "nextpnr: routing"),
+)
+ROUTING = re.compile(r"^Info:\s+iter=(\d+)\s.*overused=(\d+)", re.M)  # router2's per-iteration line
+ROUTING_EVERY = 30.0  # seconds between routing progress lines
+
+
+@contextlib.contextmanager
+def _watching(folder: Path, say: Callable[[str], None], every: float = 2.0) -> Iterator[None]:
+    """While the build script runs: say each stage as the logs of yosys (<name>.rpt) and nextpnr (<name>.tim)
+    reach it, and during routing its iteration and overused wires every ROUTING_EVERY seconds. A build
+    takes minutes (most of it nextpnr's placement and routing), and this is how the user sees it move."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        reached = 0
+        spoken, spoken_at = ("", ""), 0.0  # the routing iteration last said, and when
+        while not stop.wait(every):
+            logs = {kind: _read(folder / f"{NAME}.{kind}") for kind in ("rpt", "tim")}
+            while reached < len(STAGES) and STAGES[reached][1].search(logs[STAGES[reached][0]]):
+                say(STAGES[reached][2])
+                reached += 1
+            iterations = ROUTING.findall(logs["tim"])
+            if iterations and iterations[-1] != spoken and time.monotonic() - spoken_at >= ROUTING_EVERY:
+                spoken = iterations[-1]
+                say(f"nextpnr: routing, iteration {spoken[0]}, {spoken[1]} wires overused")
+                spoken_at = time.monotonic()
+
+    thread = threading.Thread(target=watch, name="build-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def _timing(folder: Path) -> tuple[dict[str, float], dict[str, float]]:

