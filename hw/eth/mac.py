@@ -153,7 +153,7 @@ class MacRx(wiring.Component):
     FCS (default 1522, a tagged 1500-byte payload), a runt (< 64 bytes with FCS), a wrong FCS, and a good
     frame that found no room in the buffer (`frames` not drained fast enough). A burst without an SFD
     (noise, a lone preamble) is not a frame: ignored, counted only if it carried an error.
-    Latency: a frame's first byte is offered on `frames` 7 cycles after its last FCS byte is on `gmii`.
+    Latency: a frame's first byte is offered on `frames` 8 cycles after its last FCS byte is on `gmii`.
     Throughput: line rate, any gap (one idle cycle between bursts suffices); with `frames.ready` high a
     frame leaves as fast as the next arrives, so the buffer never holds more than about two frames.
     """
@@ -182,32 +182,27 @@ class MacRx(wiring.Component):
 
         rx = Signal(GMII)  # registered once: the PHY may sit across the chip
         m.d.sync += rx.eq(self.gmii)
-
-        # The last FCS_BYTES + 1 bytes: a byte is stored once four more have come, so the FCS never is,
-        # and the frame's last byte is still here, to be stored with `last`, when the burst ends.
-        held = Signal(data.ArrayLayout(8, FCS_BYTES + 1))
-        n_held = Signal(range(FCS_BYTES + 2))
-        # Bytes after the SFD, and what they mean, as registers so no compare sits in the per-byte path.
-        length = Signal(range(self.max_length + 2))
-        long_enough = Signal()  # at least MIN_FRAME bytes
-        oversize = Signal()  # more than max_length bytes
-        error = Signal()  # an RX_ER in this burst
-        overflow = Signal()  # a byte of this frame found no room
-
-        fcs_ok = Signal()  # the CRC's residue check, a cycle late: the burst's end is judged in CHECK
-        m.d.sync += fcs_ok.eq(crc.residue_ok)
-
-        m.d.comb += [crc.data.eq(rx.data), buffer.w_data.eq(held[0])]
         m.d.sync += [self.frame_ok.eq(0), self.drop.eq(0)]
 
-        def drop(reason):
-            m.d.sync += [self.drop.eq(1), self.drop_reason.eq(reason)]
+        # Two stages, so that no byte's work waits on a decision: A frames the bursts on `rx` (an FSM) and
+        # registers what each byte is; B, a cycle later, stores and checks the frame bytes, every enable a
+        # register of A's. (One stage, the FSM's state decode, RX_DV and a length compare fed the enables
+        # of forty-odd registers: 135 MHz alone, under 125 on a full LFE5U-25F.)
+        frame_byte = Signal()  # `byte` is a frame byte (after the SFD)
+        byte = Signal(8)
+        frame_end = Signal()  # the frame's burst ended with the last frame byte B took
+        end_error = Signal()  # ... and carried an RX_ER, its preamble included
+        burst_error = Signal()  # an RX_ER in the burst so far
+        noise_error = Signal()  # a burst without a frame ended, with an RX_ER: dropped, a cycle later
+        m.d.sync += [byte.eq(rx.data), frame_byte.eq(0), frame_end.eq(0), noise_error.eq(0)]
+        # Said a cycle late, a burst without a frame never strobes `drop` in the cycle of a frame's verdict
+        # (that one comes 3 cycles after its burst's end, the noise's 2 after a later burst's end).
+        with m.If(noise_error):
+            m.d.sync += [self.drop.eq(1), self.drop_reason.eq(RxDrop.ERROR)]
 
         def begin():
             """Take the byte on `rx` as the first of a burst, if there is one."""
-            m.d.comb += crc.clear.eq(1)
-            m.d.sync += [n_held.eq(0), length.eq(0), long_enough.eq(0), oversize.eq(0), overflow.eq(0)]
-            m.d.sync += error.eq(rx.valid & rx.error)
+            m.d.sync += burst_error.eq(rx.valid & rx.error)
             with m.If(~rx.valid):
                 m.next = "IDLE"
             with m.Elif(rx.data == SFD):
@@ -223,10 +218,9 @@ class MacRx(wiring.Component):
 
             with m.State("PREAMBLE"):
                 with m.If(rx.valid & rx.error):
-                    m.d.sync += error.eq(1)
+                    m.d.sync += burst_error.eq(1)
                 with m.If(~rx.valid):
-                    with m.If(error):
-                        drop(RxDrop.ERROR)
+                    m.d.sync += noise_error.eq(burst_error)
                     m.next = "IDLE"
                 with m.Elif(rx.data == SFD):
                     m.next = "FRAME"
@@ -235,50 +229,64 @@ class MacRx(wiring.Component):
 
             with m.State("SKIP"):
                 with m.If(rx.valid & rx.error):
-                    m.d.sync += error.eq(1)
+                    m.d.sync += burst_error.eq(1)
                 with m.If(~rx.valid):
-                    with m.If(error):
-                        drop(RxDrop.ERROR)
+                    m.d.sync += noise_error.eq(burst_error)
                     m.next = "IDLE"
 
             with m.State("FRAME"):
                 with m.If(rx.valid):
-                    m.d.comb += crc.valid.eq(1)
+                    m.d.sync += frame_byte.eq(1)
                     with m.If(rx.error):
-                        m.d.sync += error.eq(1)
-                    with m.If(~oversize):
-                        m.d.sync += length.eq(length + 1)
-                    with m.If(length == MIN_FRAME - 1):
-                        m.d.sync += long_enough.eq(1)
-                    with m.If(length == self.max_length):
-                        m.d.sync += oversize.eq(1)
-                    m.d.sync += held.eq(Cat(held.as_value()[8:], rx.data))
-                    with m.If(n_held != FCS_BYTES + 1):
-                        m.d.sync += n_held.eq(n_held + 1)
-                    with m.Elif(~error & ~overflow & ~oversize):
-                        # Stored only while the frame is still good: an oversize frame stops using the buffer.
-                        m.d.comb += buffer.w_en.eq(1)
-                        with m.If(~buffer.w_rdy):
-                            m.d.sync += overflow.eq(1)
+                        m.d.sync += burst_error.eq(1)
                 with m.Else():
-                    m.next = "CHECK"
+                    m.d.sync += [frame_end.eq(1), end_error.eq(burst_error)]
+                    m.next = "IDLE"
 
-            with m.State("CHECK"):  # the cycle after the burst: the next one may already be starting
-                with m.If(error):
-                    drop(RxDrop.ERROR)
-                with m.Elif(oversize):
-                    drop(RxDrop.OVERSIZE)
-                with m.Elif(~long_enough):
-                    drop(RxDrop.RUNT)
-                with m.Elif(~fcs_ok):
-                    drop(RxDrop.FCS)
-                with m.Elif(overflow | ~buffer.w_rdy):
-                    drop(RxDrop.OVERFLOW)
-                with m.Else():
-                    m.d.comb += [buffer.w_en.eq(1), buffer.w_last.eq(1), buffer.w_commit.eq(1)]
-                    m.d.sync += self.frame_ok.eq(1)
-                m.d.comb += buffer.w_discard.eq(~buffer.w_commit)
-                begin()
+        # --- B: the frame bytes into the buffer, and the frame's verdict --------------------------------------
+        # The last FCS_BYTES + 1 bytes: a byte is stored once four more have come, so the FCS never is,
+        # and the frame's last byte is still here, to be stored with `last`, at the verdict.
+        held = Signal(data.ArrayLayout(8, FCS_BYTES + 1))
+        n_held = Signal(range(FCS_BYTES + 2))
+        length = Signal(range(self.max_length + 2))  # bytes after the SFD, FCS included; stops past max_length
+        oversize = Signal()  # more than max_length bytes
+        overflow = Signal()  # a byte of this frame found no room
+        fcs_ok = Signal()  # the CRC's residue check, registered: the verdict comes the cycle after frame_end
+        verdict = Signal()  # the cycle of the frame's verdict
+        m.d.sync += [fcs_ok.eq(crc.residue_ok), verdict.eq(frame_end)]
+        m.d.comb += [crc.data.eq(byte), crc.valid.eq(frame_byte), buffer.w_data.eq(held[0])]
+
+        with m.If(frame_byte):
+            with m.If(~oversize):
+                m.d.sync += length.eq(length + 1)
+            with m.If(length == self.max_length):
+                m.d.sync += oversize.eq(1)
+            m.d.sync += held.eq(Cat(held.as_value()[8:], byte))
+            with m.If(n_held != FCS_BYTES + 1):
+                m.d.sync += n_held.eq(n_held + 1)
+            with m.Elif(~overflow & ~oversize):
+                # Stored only while the frame may still be good: an oversize frame stops using the buffer.
+                m.d.comb += buffer.w_en.eq(1)
+                with m.If(~buffer.w_rdy):
+                    m.d.sync += overflow.eq(1)
+
+        long_enough = length[MIN_FRAME.bit_length() - 1 :].any()  # at least MIN_FRAME (64) bytes
+        with m.If(verdict):
+            with m.If(end_error):
+                m.d.sync += [self.drop.eq(1), self.drop_reason.eq(RxDrop.ERROR)]
+            with m.Elif(oversize):
+                m.d.sync += [self.drop.eq(1), self.drop_reason.eq(RxDrop.OVERSIZE)]
+            with m.Elif(~long_enough):
+                m.d.sync += [self.drop.eq(1), self.drop_reason.eq(RxDrop.RUNT)]
+            with m.Elif(~fcs_ok):
+                m.d.sync += [self.drop.eq(1), self.drop_reason.eq(RxDrop.FCS)]
+            with m.Elif(overflow | ~buffer.w_rdy):
+                m.d.sync += [self.drop.eq(1), self.drop_reason.eq(RxDrop.OVERFLOW)]
+            with m.Else():
+                m.d.comb += [buffer.w_en.eq(1), buffer.w_last.eq(1), buffer.w_commit.eq(1)]
+                m.d.sync += self.frame_ok.eq(1)
+            m.d.comb += [buffer.w_discard.eq(~buffer.w_commit), crc.clear.eq(1)]
+            m.d.sync += [n_held.eq(0), length.eq(0), oversize.eq(0), overflow.eq(0)]
         return m
 
 

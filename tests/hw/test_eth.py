@@ -258,7 +258,7 @@ def test_mac_rx_default_length_limit_is_a_tagged_1500_byte_payload():
     assert drops == Counter({RxDrop.OVERSIZE: 1})
 
 
-def test_mac_rx_latency_is_seven_cycles_from_the_last_fcs_byte():
+def test_mac_rx_latency_is_eight_cycles_from_the_last_fcs_byte():
     frame = udp_frame(64)
     dut = MacRx()
     cycles = gmii_cycles([Burst(on_the_wire(frame))], lead=2)
@@ -271,7 +271,7 @@ def test_mac_rx_latency_is_seven_cycles_from_the_last_fcs_byte():
             ctx.set(dut.gmii, {"data": data, "valid": valid, "error": error})
             *_, o_valid = await ctx.tick().sample(dut.frames.valid)
             if o_valid:
-                assert n - last_fcs == 7
+                assert n - last_fcs == 8
                 return
         raise AssertionError("no frame")
 
