@@ -521,7 +521,7 @@ class CardTop(Elaboratable):
                 platform.add_resources([Resource("eth_rgmii_data", index, *data_only, full.attrs)])
             pins = platform.request("eth_rgmii_data", index, dir="-")
         # The receive clock constrained at its pin (FREQUENCY PORT; nextpnr carries it through the input
-        # buffer): RgmiiPhy's constraint on its buffer's output names a net yosys merges away.
+        # buffer): a constraint on the buffer's output would name a net yosys merges away.
         if isinstance(pins.rx_clk, io.SingleEndedPort):
             platform.add_clock_constraint(pins.rx_clk.io, LINE_RATE_HZ)
         return pins

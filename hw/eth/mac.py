@@ -12,7 +12,7 @@ only when all of it can be sent without a gap).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, enum, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -29,6 +29,7 @@ MIN_FRAME = 64  # with FCS: 60 bytes of header and payload at least
 MAX_FRAME = 1522  # with FCS: 1500 bytes of payload behind an 802.1Q-tagged header
 INTERFRAME_GAP = 12  # bytes of idle between frames, at least (96 bit times)
 FRAME_BUFFER_DEPTH = 2048  # bytes: one ECP5 EBR as 2048 x 9, holds a maximum-length frame
+EBR_X9_DEPTH = 2048  # an ECP5 DP16KD's words at 9 bits
 
 
 class FrameFIFO(wiring.Component):
@@ -41,11 +42,12 @@ class FrameFIFO(wiring.Component):
     Emits on `o` (hdl.stream frame beats, 8 bits) the committed bytes in order, `keep` 1, from registers.
     Latency: a committed byte can be on `o` 4 cycles after the commit (the write request's register, the
     read, the output register); one byte a cycle each side, `o.ready` permitting.
-    Memory: `memory.Memory` of depth x 9 bits, one write port and one synchronous read port (read latency
-    1, with enable; the ports never meet at an address: only committed bytes are read, and they were
-    written at least a cycle before). The read data goes through an output register: an ECP5 EBR's
-    unregistered output is slow (5.8 ns of an 8 ns cycle), too slow to feed MacTx's FSM and CRC or the
-    CDC's FIFO pointers directly.
+    Memory: depth x 9 bits, one write port and one synchronous read port (read latency 1, with enable;
+    the ports never meet at an address: only committed bytes are read, and they were written at least a
+    cycle before), then an output register: `memory.Memory` and a register, or on an ECP5 at depth 2048
+    one DP16KD instantiated with its own output register (REGMODE OUTREG). An EBR's unregistered output
+    is slow (5.8 ns of an 8 ns cycle), and yosys never uses the EBR's register: on a full LFE5U-25F the
+    route from the array to a register in the fabric missed 125 MHz. Both behave alike, cycle for cycle.
     Bad input: a write without room is ignored (the writer sees `w_rdy` low, and must discard the frame or
     wait); a frame longer than depth - 3 bytes can never be committed, so its writer must discard it.
     """
@@ -70,11 +72,6 @@ class FrameFIFO(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # The reader only reads committed bytes and the writer only writes uncommitted ones, so the ports
-        # never meet at an address: `no_rw_check` tells yosys so, sparing the read-first emulation (registers
-        # and a multiplexer after the EBR's already slow output) it would otherwise add.
-        m.submodules.memory = mem = memory.Memory(shape=self.ENTRY, depth=self.depth, init=[], attrs={"no_rw_check": 1})
-        write, read = mem.write_port(), mem.read_port()
         bits = (self.depth - 1).bit_length()
         written, committed, head = (Signal(bits, name=n) for n in ("written", "committed", "head"))
         written_next = Signal(bits, init=1)  # written + 1, kept in a register: no adder before the pointers
@@ -93,12 +90,7 @@ class FrameFIFO(wiring.Component):
             request.commit.eq(self.w_commit),
             request.discard.eq(self.w_discard),
         ]
-        m.d.comb += [
-            self.w_rdy.eq(room),
-            write.addr.eq(written),
-            write.data.eq(request.data),
-            write.en.eq(request.en),
-        ]
+        m.d.comb += self.w_rdy.eq(room)
         # `written` runs ahead of `committed`; a discard rewinds it.
         with m.If(request.discard):
             m.d.sync += [written.eq(committed), written_next.eq(committed + 1)]
@@ -114,12 +106,43 @@ class FrameFIFO(wiring.Component):
         move_out = ~held | self.o.ready
         move_up = ~staged | move_out
         fetch = move_up & (head != committed)
-        m.d.comb += [read.en.eq(move_up), read.addr.eq(head)]
         m.d.sync += head.eq(head + fetch)
         with m.If(move_up):
             m.d.sync += staged.eq(fetch)
         with m.If(move_out):
-            m.d.sync += [held.eq(staged), out.eq(read.data)]
+            m.d.sync += held.eq(staged)
+
+        # The memory: its write port takes the registered request; the read port's register moves with
+        # `move_up`, the output register with `move_out`.
+        if getattr(platform, "family", None) == "ecp5" and self.depth == EBR_X9_DEPTH:
+            # An EBR with its own output register (REGMODE OUTREG), which yosys does not infer: the data leave
+            # the block from a register (about 1 ns after the clock), not from the array (5.8 ns).
+            m.submodules.memory = Instance(
+                "DP16KD",
+                p_DATA_WIDTH_A=9, p_DATA_WIDTH_B=9, p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG",
+                p_RESETMODE="SYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED",
+                **_ebr_port("A", clk=ClockSignal(), ce=1, oce=1, we=request.en, addr=written, data=request.data),
+                **_ebr_port("B", clk=ClockSignal(), ce=move_up, oce=move_out, we=0, addr=head),
+                **{f"o_DOB{k}": out.as_value()[k] for k in range(9)},
+            )  # fmt: skip
+        else:
+            # The reader only reads committed bytes and the writer only writes uncommitted ones, so the ports
+            # never meet at an address: `no_rw_check` tells yosys so, sparing the read-first emulation
+            # (registers and a multiplexer after the EBR's already slow output) it would otherwise add.
+            m.submodules.memory = mem = memory.Memory(
+                shape=self.ENTRY, depth=self.depth, init=[], attrs={"no_rw_check": 1}
+            )
+            write, read = mem.write_port(), mem.read_port()
+            m.d.comb += [
+                write.addr.eq(written),
+                write.data.eq(request.data),
+                write.en.eq(request.en),
+                read.en.eq(move_up),
+                read.addr.eq(head),
+            ]
+            with m.If(move_out):
+                m.d.sync += out.eq(read.data)
         m.d.comb += [
             self.o.valid.eq(held),
             self.o.payload.data.eq(out.data),
@@ -127,6 +150,21 @@ class FrameFIFO(wiring.Component):
             self.o.payload.last.eq(out.last),
         ]
         return m
+
+
+def _ebr_port(
+    port: str, *, clk: Value, ce: Value | int, oce: Value | int, we: Value | int, addr: Value, data: Value | None = None
+) -> dict[str, Value | int]:
+    """A DP16KD port's connections as 2048 x 9: the word address on AD13..AD3 (AD2..AD0 unused at this
+    width), data on DI8..DI0, chip selects 0 (CSDECODE 0b000), no reset."""
+    address = Cat(Const(0, 3), addr)
+    pins: dict[str, Value | int] = {f"i_CLK{port}": clk, f"i_CE{port}": ce, f"i_OCE{port}": oce, f"i_WE{port}": we,
+                                    f"i_RST{port}": 0}  # fmt: skip
+    pins |= {f"i_CS{port}{k}": 0 for k in range(3)}
+    pins |= {f"i_AD{port}{k}": address[k] for k in range(14)}
+    if data is not None:
+        pins |= {f"i_DI{port}{k}": Value.cast(data)[k] for k in range(9)}
+    return pins
 
 
 class RxDrop(enum.Enum, shape=unsigned(3)):

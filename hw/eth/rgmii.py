@@ -109,8 +109,8 @@ class RgmiiPhy(wiring.Component):
     GMII byte a cycle on `tx`.
     Emits, in `rx_domain`: a GMII byte a cycle on `rx`, and `status` (in-band link status, see RgmiiRx).
     The board top defines `rx_domain` (`m.domains.eth_rx = ClockDomain()`); this component drives its
-    clock from rx_clk (constrained to 125 MHz) and its reset through a ResetSynchronizer from
-    `tx_domain`'s, so the board's one PLL-lock reset covers both.
+    clock from rx_clk (the board top constrains it to 125 MHz at its pin) and its reset through a
+    ResetSynchronizer from `tx_domain`'s, so the board's one PLL-lock reset covers both.
 
     Clock/data alignment, the board's choice (RGMII launches clock and data together; someone has to
     delay the clock ~2 ns, or the data as seen against it):
@@ -203,9 +203,9 @@ class RgmiiPhy(wiring.Component):
         # Receive: rx_clk clocks the receive domain (defined above us: Amaranth 0.6 wants a domain defined at
         # or above every module using it, and MacRx beside us uses it).
         m.submodules.rx_clk_buffer = rx_clk = io.Buffer("i", ports["rx_clk"])
+        # Its 125 MHz constraint is the board top's, at the pin (CardTop._port_pins): a constraint on this
+        # buffer's output names a net yosys merges away, and nextpnr would ignore it with a warning.
         m.d.comb += ClockSignal(self.rx_domain).eq(rx_clk.i)
-        if hasattr(platform, "add_clock_constraint"):
-            platform.add_clock_constraint(rx_clk.i, LINE_RATE_HZ)
         m.submodules.rx_reset = ResetSynchronizer(ResetSignal(self.tx_domain), domain=self.rx_domain)
         m.submodules.rx = rx = DomainRenamer(self.rx_domain)(RgmiiRx())
         for name, member in (("rx_ctl", rx.ctl), ("rx_data", rx.data)):

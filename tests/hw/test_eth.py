@@ -800,4 +800,4 @@ def test_rgmii_phy_elaborates_for_the_ecp5_boards(board, tx_delay):
     assert rtlil.count("DELAYG") == 5 + (tx_delay > 0)  # rx_ctl and rx_data (2 ns default), tx_clk if delayed
     assert rtlil.count("IDDRX1F") == 5
     assert rtlil.count("ODDRX1F") == 6  # tx_ctl, tx_data, tx_clk
-    assert 'FREQUENCY NET "phy.rx_clk_buffer.i" 125000000.0 HZ;' in lpf
+    assert "rx_clk_buffer" not in lpf  # the receive clock is constrained at its pin, by the board top
