@@ -106,7 +106,11 @@ class FrameFIFO(wiring.Component):
         move_out = ~held | self.o.ready
         move_up = ~staged | move_out
         fetch = move_up & (head != committed)
-        m.d.sync += head.eq(head + fetch)
+        head_next = Signal(
+            bits, init=1
+        )  # head + 1, a register: `o.ready` reaches the pointer through a multiplexer, no adder
+        with m.If(fetch):
+            m.d.sync += [head.eq(head_next), head_next.eq(head_next + 1)]
         with m.If(move_up):
             m.d.sync += staged.eq(fetch)
         with m.If(move_out):
@@ -362,16 +366,28 @@ class MacTx(wiring.Component):
         m = Module()
         m.submodules.crc = crc = Crc32()
         padded = MIN_FRAME - FCS_BYTES
-        count = Signal(range(padded + FCS_BYTES))  # preamble bytes; then frame bytes (stopping at `padded`), FCS bytes
+        # A counter per phase, each with one job, and flags kept as registers: at 125 MHz a shared counter
+        # with a compare and a multiplexer of next values in front of it was MacTx's critical path.
+        preamble = Signal(PREAMBLE_BYTES)  # one-hot: the preamble byte being sent
+        sent = Signal(range(padded))  # frame (and padding) bytes sent, stopping at padded - 1
+        enough = Signal()  # sent == padded - 1: the byte on offer makes the frame long enough without padding
+        fcs_byte = Signal(range(FCS_BYTES))
         gap = Signal(range(self.gap + 1))
+
+        taking = Signal()  # in DATA or DRAIN, as a register of its own: `frames.ready`, with no state decode
+        m.d.comb += self.frames.ready.eq(taking)
 
         m.d.sync += [self.gmii.valid.eq(0), self.gmii.error.eq(0), self.frame_sent.eq(0), self.underrun.eq(0)]
 
         def send(byte, *, error=0):
             m.d.sync += [self.gmii.data.eq(byte), self.gmii.valid.eq(1), self.gmii.error.eq(error)]
 
+        def count_sent():
+            with m.If(~enough):
+                m.d.sync += [sent.eq(sent + 1), enough.eq(sent == padded - 2)]
+
         def end_frame():
-            m.d.sync += gap.eq(self.gap)
+            m.d.sync += [gap.eq(self.gap), taking.eq(0)]
             m.next = "IDLE"
 
         with m.FSM():
@@ -380,29 +396,28 @@ class MacTx(wiring.Component):
                     m.d.sync += gap.eq(gap - 1)
                 with m.Elif(self.frames.valid):
                     send(PREAMBLE)
-                    m.d.sync += count.eq(1)
+                    m.d.sync += preamble.eq(0b10)  # the first one is on its way
                     m.next = "PREAMBLE"
 
             with m.State("PREAMBLE"):
-                with m.If(count == PREAMBLE_BYTES):
+                m.d.sync += preamble.eq(preamble << 1)
+                with m.If(preamble == 0):  # past the seventh
                     send(SFD)
                     m.d.comb += crc.clear.eq(1)
-                    m.d.sync += count.eq(0)
+                    m.d.sync += [sent.eq(0), enough.eq(0), taking.eq(1)]
                     m.next = "DATA"
                 with m.Else():
                     send(PREAMBLE)
-                    m.d.sync += count.eq(count + 1)
 
             with m.State("DATA"):
-                m.d.comb += [self.frames.ready.eq(1), crc.data.eq(self.frames.payload.data)]
+                m.d.comb += crc.data.eq(self.frames.payload.data)
                 with m.If(self.frames.valid):
                     send(self.frames.payload.data)
                     m.d.comb += crc.valid.eq(1)
-                    with m.If(count != padded):
-                        m.d.sync += count.eq(count + 1)
+                    count_sent()
                     with m.If(self.frames.payload.last):
-                        with m.If(count >= padded - 1):  # compares with constants, not count + 1: a short path
-                            m.d.sync += count.eq(0)
+                        m.d.sync += [fcs_byte.eq(0), taking.eq(0)]
+                        with m.If(enough):
                             m.next = "FCS"
                         with m.Else():
                             m.next = "PAD"
@@ -414,20 +429,17 @@ class MacTx(wiring.Component):
             with m.State("PAD"):
                 send(0)
                 m.d.comb += [crc.data.eq(0), crc.valid.eq(1)]
-                m.d.sync += count.eq(count + 1)
-                with m.If(count == padded - 1):
-                    m.d.sync += count.eq(0)
+                count_sent()
+                with m.If(enough):
                     m.next = "FCS"
 
             with m.State("FCS"):  # the CRC register holds still from here: it is the FCS, sent a byte at a time
-                send(crc.value.word_select(count[:2], 8))
-                m.d.sync += count.eq(count + 1)
-                with m.If(count == FCS_BYTES - 1):
+                send(crc.value.word_select(fcs_byte, 8))
+                m.d.sync += fcs_byte.eq(fcs_byte + 1)
+                with m.If(fcs_byte == FCS_BYTES - 1):
                     m.d.sync += self.frame_sent.eq(1)
                     end_frame()
 
-            with m.State("DRAIN"):
-                m.d.comb += self.frames.ready.eq(1)
-                with m.If(self.frames.valid & self.frames.payload.last):
-                    end_frame()
+            with m.State("DRAIN"), m.If(self.frames.valid & self.frames.payload.last):
+                end_frame()
         return m
