@@ -59,6 +59,7 @@ BOARDS: dict[str, Board] = {
                 "data_width": 32,
                 "n_instruments": 16,
                 "n_orders": 2048,
+                "n_ways": 2,
                 "n_levels": 2,
                 "n_lines": 1,
                 "counters_in_ram": True,
