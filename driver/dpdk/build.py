@@ -38,39 +38,14 @@ HERE = Path(__file__).resolve().parent
 MODULE = "_wirebook_dpdk"
 SOURCES = (HERE / "shim.c", HERE / "shim.h", Path(__file__).resolve())
 
-# The C functions Python calls: shim.h's declarations, which hold the contracts.
-CDEF = """
-#define WB_BURST ...
-#define WB_LOG_KEEP ...
-struct wb_stats {
-    uint64_t ipackets; uint64_t ibytes; uint64_t imissed; uint64_t ierrors; uint64_t rx_nombuf;
-    uint64_t opackets; uint64_t obytes; uint64_t oerrors; uint64_t truncated;
-};
-int wb_log_capture(int echo_level);
-size_t wb_log_end(void);
-size_t wb_log_tail(char *out, size_t capacity, size_t since);
-int wb_eal_init(int argc, char **argv);
-int wb_eal_cleanup(void);
-const char *wb_strerror(int errnum);
-const char *wb_eal_library(void);
-int wb_dev_probe(const char *devargs);
-int wb_vdev_remove(const char *name);
-int wb_port_by_name(const char *name, uint16_t *port_id);
-int wb_port_name(uint16_t port_id, char *name, size_t capacity);
-int wb_port_valid(uint16_t port_id);
-uint16_t wb_port_count(void);
-int wb_port_start(uint16_t port_id, uint32_t n_mbufs, uint16_t data_room, uint16_t rx_desc, uint16_t tx_desc,
-                  char *err, size_t err_capacity);
-int wb_port_close(uint16_t port_id);
-uint32_t wb_port_max_tx_frame(uint16_t port_id);
-int wb_port_has_rx_timestamp(uint16_t port_id);
-uint32_t wb_rx(uint16_t port_id, uint8_t *slots, uint32_t slot_size, uint32_t max_frames, uint32_t *lengths,
-               uint64_t *timestamps);
-uint32_t wb_tx(uint16_t port_id, const uint8_t *slots, uint32_t slot_size, const uint32_t *lengths,
-               uint32_t count);
-int wb_port_stats(uint16_t port_id, struct wb_stats *out);
-int wb_port_stats_reset(uint16_t port_id);
-"""
+
+def declarations() -> str:
+    """The C functions Python calls, as cffi reads them: shim.h's declarations between its cdef markers
+    (the header holds their contracts; no second copy here to drift from it)."""
+    text = (HERE / "shim.h").read_text()
+    begin, end = "/* cdef: begin", "/* cdef: end */"
+    start = text.index("*/", text.index(begin)) + 2
+    return text[start : text.index(end)]
 
 
 class DpdkError(RuntimeError):
@@ -103,11 +78,11 @@ def module_path(folder: Path) -> Path:
 
 
 def make_ffi() -> Any:
-    """The cffi builder: CDEF plus shim.c, with DPDK's flags from `pkg-config libdpdk`."""
+    """The cffi builder: shim.h's declarations plus shim.c, with DPDK's flags from `pkg-config libdpdk`."""
     from cffi import FFI
 
     ffi = FFI()
-    ffi.cdef(CDEF)
+    ffi.cdef(declarations())
     ffi.set_source_pkgconfig(
         MODULE,
         ["libdpdk"],

@@ -1,5 +1,5 @@
 /* The C side of wirebook.driver.dpdk: DPDK's static-inline calls and the per-packet loops, behind plain
- * functions that cffi can call (driver/dpdk/build.py declares exactly these).
+ * functions that cffi can call (driver/dpdk/build.py hands cffi this header's declarations).
  *
  * Frame batches cross to Python in one layout, the same both ways: `slots` is a C-contiguous uint8 array of
  * `count` slots of `slot_size` bytes (frame i starts at slots + i * slot_size), `lengths` a uint32 array of
@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* cdef: begin (driver/dpdk/build.py gives cffi what lies between these markers, so it declares exactly this) */
 #define WB_BURST 64 /* frames asked of the PMD per rx/tx burst */
 
 struct wb_stats {
@@ -82,5 +83,6 @@ uint32_t wb_tx(uint16_t port_id, const uint8_t *slots, uint32_t slot_size, const
 
 int wb_port_stats(uint16_t port_id, struct wb_stats *out);
 int wb_port_stats_reset(uint16_t port_id);
+/* cdef: end */
 
 #endif
