@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The FeedHandler top as a netlist: the command writes it, with the AXI port names boards and benches use.
 
 Its behaviour is tested whole in Verilator (tests/cocotb/test_feed_handler.py)."""
