@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -106,20 +107,30 @@ def _build_ecp5(b: Board, folder: Path, say: Callable[[str], None]) -> BuildResu
         say(f"{b.name}: yosys synth_ecp5, nextpnr-ecp5 (timing must be met), ecppack ...")
         plan = platform.build(top, name=NAME, build_dir=str(folder), do_build=False,
                               nextpnr_opts=f"--report {NAME}.report.json --router router2")  # fmt: skip
-        products = None
-        try:
-            with _watching(folder, lambda text: say(f"{b.name}: {text}")):
-                products = plan.execute_local(str(folder))
-        except subprocess.CalledProcessError as e:
-            failure = _nextpnr_failure(folder)
-            raise ToolError(
-                f"{b.name}: {failure or 'the build failed'} (exit {e.returncode}); logs in {folder}: "
-                f"{NAME}.rpt (yosys), {NAME}.tim (nextpnr)"
-            ) from None
+        plan.extract(str(folder))
     finally:
         os.environ.clear()
         os.environ.update(previous)
-    del products
+    # The plan's script, run as Amaranth's execute_local runs it, but in a process group of its own: a router
+    # that does not converge would run on forever, so the watcher stops it, with the reason.
+    script = subprocess.Popen(["sh", f"{plan.script}.sh"], cwd=folder, env=os.environ | env, start_new_session=True)
+    gave_up: list[str] = []
+
+    def give_up(reason: str) -> None:
+        gave_up.append(reason)
+        _stop(script)
+
+    try:
+        with _watching(folder, lambda text: say(f"{b.name}: {text}"), give_up):
+            code = script.wait()
+    finally:
+        _stop(script)  # on an interrupt too: no tool left running
+    if code != 0:
+        failure = gave_up[0] if gave_up else _nextpnr_failure(folder)
+        raise ToolError(
+            f"{b.name}: {failure or 'the build failed'} (exit {code}); logs in {folder}: "
+            f"{NAME}.rpt (yosys), {NAME}.tim (nextpnr)"
+        )
     fmax, targets = _timing(folder)
     return BuildResult(
         board=b.name, toolchain=b.toolchain, folder=str(folder), bitstream=str(folder / f"{NAME}.bit"),
@@ -139,18 +150,27 @@ STAGES = (
 )
 ROUTING = re.compile(r"^Info:\s+iter=(\d+)\s.*overused=(\d+)", re.M)  # router2's per-iteration line
 ROUTING_EVERY = 30.0  # seconds between routing progress lines
+# Iterations of router2 without a new lowest count of overused wires after which the build is stopped: a
+# design too dense for the device's routing makes the count fall, stall and climb again, for ever (the
+# Colorlight at 84% of its LUTs: 28.3k at iteration 1, 3.5k at 13, 3.8k at 16 and rising).
+ROUTING_STALL = 10
 
 
 @contextlib.contextmanager
-def _watching(folder: Path, say: Callable[[str], None], every: float = 2.0) -> Iterator[None]:
+def _watching(
+    folder: Path, say: Callable[[str], None], give_up: Callable[[str], None] | None = None, every: float = 2.0
+) -> Iterator[None]:
     """While the build script runs: say each stage as the logs of yosys (<name>.rpt) and nextpnr (<name>.tim)
     reach it, and during routing its iteration and overused wires every ROUTING_EVERY seconds. A build
-    takes minutes (most of it nextpnr's placement and routing), and this is how the user sees it move."""
+    takes minutes (most of it nextpnr's placement and routing), and this is how the user sees it move.
+    When the router has gone ROUTING_STALL iterations without a new lowest count of overused wires,
+    `give_up` is called once with the reason."""
     stop = threading.Event()
 
     def watch() -> None:
         reached = 0
         spoken, spoken_at = ("", ""), 0.0  # the routing iteration last said, and when
+        given_up = False
         while not stop.wait(every):
             logs = {kind: _read(folder / f"{NAME}.{kind}") for kind in ("rpt", "tim")}
             while reached < len(STAGES) and STAGES[reached][1].search(logs[STAGES[reached][0]]):
@@ -161,6 +181,15 @@ def _watching(folder: Path, say: Callable[[str], None], every: float = 2.0) -> I
                 spoken = iterations[-1]
                 say(f"nextpnr: routing, iteration {spoken[0]}, {spoken[1]} wires overused")
                 spoken_at = time.monotonic()
+            if iterations and give_up is not None and not given_up:
+                counts = [(int(overused), int(n)) for n, overused in iterations]
+                least, least_at = min(counts)
+                latest, latest_at = counts[-1][0], counts[-1][1]
+                if latest_at - least_at >= ROUTING_STALL:
+                    given_up = True
+                    give_up(f"routing does not converge: {latest} wires overused at iteration {latest_at}, none "
+                            f"fewer than the {least} of iteration {least_at} since; the design is too dense for "
+                            "the device's routing")  # fmt: skip
 
     thread = threading.Thread(target=watch, name="build-progress", daemon=True)
     thread.start()
@@ -169,6 +198,14 @@ def _watching(folder: Path, say: Callable[[str], None], every: float = 2.0) -> I
     finally:
         stop.set()
         thread.join()
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """End the build script and the tools it started (its process group), if it is still running."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait()
 
 
 def _read(path: Path) -> str:

@@ -7,6 +7,7 @@ against the board's public master constraints (pins).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import time
@@ -132,3 +133,60 @@ def test_an_ecp5_build_says_each_stage_as_the_logs_reach_it(tmp_path, monkeypatc
         "nextpnr: routing, iteration 1, 34793 wires overused",
         "nextpnr: routing, iteration 2, 24782 wires overused",
     ]
+
+
+def test_a_router_that_stops_converging_is_given_up_on_once_with_the_reason(tmp_path):
+    """router2's overused wires falling, then ROUTING_STALL iterations without a new lowest count (the
+    Colorlight at 84% of its LUTs did this, and would have run for ever): the watcher gives up, once."""
+    counts = [28324, 18299, 12535, 8985, 7047, 5722, 5058, 4552, 4341, 3996, 3834, 3691, 3502]  # iterations 1-13
+    counts += [3552 + 50 * k for k in range(hw_build.ROUTING_STALL)]  # 14 to 23: never below 3502
+    lines = [
+        f"Info:     iter={n} wires=400000 overused={c} overuse={c + 40} archfail=NA\n" for n, c in enumerate(counts, 1)
+    ]
+    tim = tmp_path / "wirebook.tim"
+    reasons: list[str] = []
+
+    def reasons_after(written: int) -> list[str]:
+        tim.write_text("Info: Running router2...\n" + "".join(lines[:written]))
+        time.sleep(0.1)
+        return list(reasons)
+
+    with hw_build._watching(tmp_path, lambda _text: None, reasons.append, every=0.01):
+        assert reasons_after(len(counts) - 1) == []  # 9 iterations past the lowest: still going
+        assert len(reasons_after(len(counts))) == 1
+        assert len(reasons_after(len(counts))) == 1  # said once
+    assert reasons[0] == (
+        f"routing does not converge: {counts[-1]} wires overused at iteration {len(counts)}, none fewer than the "
+        "3502 of iteration 13 since; the design is too dense for the device's routing"
+    )
+
+
+def test_an_ecp5_build_whose_router_stalls_is_stopped_and_says_why(tmp_path, monkeypatch):
+    """The build script runs in its own process group and is ended when the watcher gives up: here a stand-in
+    for nextpnr that logs a stalled router and would then sleep for an hour."""
+    from wirebook.hw import card_top
+
+    stalled = "".join(f"Info:     iter={n} wires=1 overused={100 + n} overuse=1 archfail=NA\\n" for n in range(1, 13))
+    fake = tmp_path / "fake-nextpnr"
+    fake.write_text(f"#!/bin/sh\nprintf 'Info: Running router2...\\n{stalled}' > wirebook.tim\nsleep 3600\n")
+    fake.chmod(0o755)
+
+    class Plan:  # what _build_ecp5 uses of Amaranth's BuildPlan
+        script = "build_wirebook"
+
+        def extract(self, root):
+            (tmp_path / "build" / "build_wirebook.sh").write_text(f"{fake}\n")
+
+    class Platform:
+        default_clk_frequency = 25e6
+
+        def build(self, *args, **kwargs):
+            return Plan()
+
+    monkeypatch.setattr(card_top, "CardTop", lambda b: None)
+    entry = dataclasses.replace(board("colorlight-5a75b"), platform=Platform)
+    (tmp_path / "build").mkdir()
+    started = time.monotonic()
+    with pytest.raises(hw_build.ToolError, match="routing does not converge: 112 wires overused at iteration 12"):
+        hw_build._build_ecp5(entry, tmp_path / "build", lambda _text: None)
+    assert time.monotonic() - started < 60
