@@ -64,26 +64,8 @@ class LineArbiter(wiring.Component):
     """
 
     def __init__(self, payload: data.Layout = MESSAGE) -> None:
-        for name in ("sequence", "line"):
-            if name not in payload.members:
-                raise ValueError(f"the arbiter's payload needs a {name!r} field")
         self.payload = payload
-        super().__init__(
-            {
-                "lines": In(stream.Signature(payload)).array(2),
-                "messages": Out(stream.Signature(payload, always_ready=True)),
-                "space": In(1),
-                "reset": In(1),
-                "expected_set": In(1),
-                "expected_value": In(64),
-                "expected": Out(64),
-                "expected_known": Out(1),
-                "duplicates": Out(range(3)),
-                "gap": Out(1),
-                "gap_first": Out(64),
-                "gap_count": Out(64),
-            }
-        )
+        super().__init__(line_signature(payload, n_lines=2, what="arbiter"))
 
     def elaborate(self, platform):
         m = Module()
@@ -224,6 +206,31 @@ class LineArbiter(wiring.Component):
         with m.If(is_gap):
             m.d.sync += [self.gap_first.eq(judged_expected), self.gap_count.eq(Cat(distance_low[:32], distance_high))]
         return m
+
+
+def line_signature(payload: data.Layout, *, n_lines: int, what: str) -> wiring.Signature:
+    """The ports of a line merge (LineArbiter, two lines; hdl.mold.sequencer's LineSequencer, one): `n_lines`
+    payload inputs, the promise-based output, control and status. ValueError naming `what` when the payload
+    has no `sequence` or `line` field."""
+    for name in ("sequence", "line"):
+        if name not in payload.members:
+            raise ValueError(f"the {what}'s payload needs a {name!r} field")
+    return wiring.Signature(
+        {
+            "lines": In(stream.Signature(payload)).array(n_lines),
+            "messages": Out(stream.Signature(payload, always_ready=True)),
+            "space": In(1),
+            "reset": In(1),
+            "expected_set": In(1),
+            "expected_value": In(64),
+            "expected": Out(64),
+            "expected_known": Out(1),
+            "duplicates": Out(range(3)),  # 0, 1 or 2 a cycle (one line: at most 1)
+            "gap": Out(1),
+            "gap_first": Out(64),
+            "gap_count": Out(64),
+        }
+    )
 
 
 def less(x: Value, y: Value) -> Value:

@@ -1,11 +1,10 @@
 """One line of a MoldUDP64 feed in sequence order: duplicates dropped, gaps reported (a one-line LineArbiter)."""
 
 from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, wiring
 
 from ..stream import MESSAGE
-from .arbiter import at_most, less
+from .arbiter import at_most, less, line_signature
 
 __all__ = ["LineSequencer"]
 
@@ -48,26 +47,8 @@ class LineSequencer(wiring.Component):
     """
 
     def __init__(self, payload: data.Layout = MESSAGE) -> None:
-        for name in ("sequence", "line"):
-            if name not in payload.members:
-                raise ValueError(f"the sequencer's payload needs a {name!r} field")
         self.payload = payload
-        super().__init__(
-            {
-                "lines": In(stream.Signature(payload)).array(1),
-                "messages": Out(stream.Signature(payload, always_ready=True)),
-                "space": In(1),
-                "reset": In(1),
-                "expected_set": In(1),
-                "expected_value": In(64),
-                "expected": Out(64),
-                "expected_known": Out(1),
-                "duplicates": Out(range(3)),  # LineArbiter's shape; at most 1 here
-                "gap": Out(1),
-                "gap_first": Out(64),
-                "gap_count": Out(64),
-            }
-        )
+        super().__init__(line_signature(payload, n_lines=1, what="sequencer"))
 
     def elaborate(self, platform):
         m = Module()
