@@ -83,7 +83,8 @@ class FeedHandler(wiring.Component):
     no FeedLine or decoder for B, the arbiter's B input idle (synthesis removes what it no longer uses);
     line B's counters read 0 and the `n_lines` register reads 1. Line A alone still drops duplicates and
     reports gaps. `counters_in_ram` keeps the CSR bank's counters in block RAM (CsrBank's option), and
-    `tables_in_block_ram` the book's level and top tables (BookEngine's): for a device short of LUTs.
+    `tables_in_block_ram` the book's level and top tables (BookEngine's) and the operation queue in front
+    of the book (BypassFIFO's `block_ram`): for a device short of LUTs.
     """
 
     def __init__(
@@ -199,7 +200,9 @@ class FeedHandler(wiring.Component):
 
         # What the merge passes: book operations to the book, every message counted and read for status.
         passed = merge.messages
-        ops = m.submodules.ops = BypassFIFO(BOOK_OP, OP_FIFO_DEPTH)
+        ops = m.submodules.ops = BypassFIFO(
+            BOOK_OP, OP_FIFO_DEPTH, block_ram=self.book_parameters["tables_in_block_ram"]
+        )
         taken = passed.valid
         decoded = passed.payload
         m.d.comb += [  # the merge passes a message only when the FIFO has promised room for it

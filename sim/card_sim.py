@@ -32,13 +32,16 @@ class CardConfig:
     n_orders: int = 16384
     n_levels: int = 16
     n_lines: int = 2  # 1: line A only (FeedHandler's n_lines)
+    n_ways: int = 4
     counters_in_ram: bool = False
+    tables_in_block_ram: bool = False
     simulator: str = "verilator"
 
     def parameters(self) -> dict:
         return {"data_width": self.data_width, "n_instruments": self.n_instruments, "n_orders": self.n_orders,
-                "n_levels": self.n_levels, "n_lines": self.n_lines,
-                "counters_in_ram": self.counters_in_ram}  # fmt: skip
+                "n_levels": self.n_levels, "n_ways": self.n_ways, "n_lines": self.n_lines,
+                "counters_in_ram": self.counters_in_ram,
+                "tables_in_block_ram": self.tables_in_block_ram}  # fmt: skip
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wirebook.hw.boards import BOARDS
 from wirebook.model.replay import replay
 from wirebook.proto import bbo, itch, moldudp64, net, pcap, registers
 from wirebook.sim import feed, market
@@ -127,7 +128,10 @@ def test_a_one_line_core_drops_replayed_packets_reports_a_loss_and_keeps_the_boo
             if n == len(frames) // 2:  # late copies of packets already delivered
                 for sequence, _count in replayed:
                     writer.write(time_ns, data_frames[sequence])
-    config = CardConfig(data_width=32, n_instruments=16, n_lines=1, counters_in_ram=True)  # as on the Colorlight
+    # The Colorlight's core (its width, line A only, counters, tables and operation queue in block RAM), with
+    # an order table and levels deep enough that the golden model's book is never cut short.
+    colorlight = BOARDS["colorlight-5a75b"].core
+    config = CardConfig(**{**colorlight, "n_orders": 16384, "n_ways": 4, "n_levels": 16})
     run = run_card_lines([played], locates=feed_locates(pcap_path), config=config, lines=(feed.LINE_A,))
     counters = run.report["counters"]
     first, count = lost
