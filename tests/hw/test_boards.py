@@ -135,6 +135,26 @@ def test_an_ecp5_build_says_each_stage_as_the_logs_reach_it(tmp_path, monkeypatc
     ]
 
 
+def test_stages_reached_just_before_the_tools_end_are_said_as_they_end(tmp_path):
+    """A small design goes from packing to routing faster than the watcher looks: what the logs reached by
+    the end is said all the same, in order."""
+    said: list[str] = []
+    with hw_build._watching(tmp_path, said.append, every=3600):  # no look before the end
+        (tmp_path / "wirebook.rpt").write_text("2.1. Executing SYNTH_ECP5 pass.\n2.40. Executing ABC9 pass.\n")
+        (tmp_path / "wirebook.tim").write_text(
+            "Info: Packing IOs..\nInfo: Device utilisation:\nInfo: Running Static placer...\n"
+            "Info: Running simulated annealing placer for refinement.\nInfo: Running router2...\n"
+        )
+    assert said == [
+        "yosys: synthesising",
+        "yosys: mapping to LUTs (abc)",
+        "nextpnr: packing",
+        "nextpnr: placing",
+        "nextpnr: refining the placement",
+        "nextpnr: routing",
+    ]
+
+
 def test_a_router_that_stops_converging_is_given_up_on_once_with_the_reason(tmp_path):
     """router2's overused wires falling, then ROUTING_STALL iterations without a new lowest count (the
     Colorlight at 84% of its LUTs did this, and would have run for ever): the watcher gives up, once."""

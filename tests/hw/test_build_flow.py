@@ -63,6 +63,13 @@ def test_the_flow_times_the_clock_against_its_constraint_and_counts_the_device(b
         assert any(stage in line for line in said), stage
 
 
+def test_nextpnr_places_with_the_static_placer_and_routes_with_router2(built):
+    folder, _result, _said = built
+    log = (folder / "wirebook.tim").read_text()
+    assert "Info: Running Static placer" in log and "Info: Running router2" in log
+    assert "analytical placer" not in log  # (HeAP's)
+
+
 def test_the_bitstream_is_for_the_lfe5u_25f_and_the_svf_checks_the_idcode(built):
     folder, result, _said = built
     bit = (folder / "wirebook.bit").read_bytes()
