@@ -38,7 +38,8 @@ __all__ = ["BuildResult", "FlashError", "build", "flash"]
 NAME = "wirebook"
 # nextpnr's placer and router for the ECP5 cards. The static (electrostatic) placer leaves router2 far less to
 # untangle than the default HeAP: on the same netlists, the Colorlight at 84% of its LUTs got down to 954
-# overused wires (HeAP: 3.5k), the ECPIX-5 to 126 by iteration 31 (HeAP: 14.2k at 8, ~2 min an iteration).
+# overused wires (HeAP: 3.5k; 4,472 on a later netlist: the static placer's result moves between netlists),
+# the ECPIX-5 to 126 by iteration 31 (HeAP: 14.2k at 8, ~2 min an iteration). Neither converged.
 NEXTPNR_PLACE_ROUTE = "--placer static --router router2"
 
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +38,8 @@ class CardConfig:
     simulator: str = "verilator"
 
     def parameters(self) -> dict:
-        return {"data_width": self.data_width, "n_instruments": self.n_instruments, "n_orders": self.n_orders,
-                "n_levels": self.n_levels, "n_ways": self.n_ways, "n_lines": self.n_lines,
-                "counters_in_ram": self.counters_in_ram,
-                "tables_in_block_ram": self.tables_in_block_ram}  # fmt: skip
+        """FeedHandler's parameters: every field but the simulator."""
+        return {name: value for name, value in asdict(self).items() if name != "simulator"}
 
 
 @dataclass
