@@ -73,7 +73,9 @@ BOARDS: dict[str, Board] = {
             "LambdaConcept ECPIX-5: LFE5UM5G-85F, gigabit RGMII (feed and host link on one port, by address)",
             "yowasp-ecp5",
             "LFE5UM5G-85F-8BG554I",
-            core={"data_width": 32, "n_instruments": 64, "n_orders": 16384, "n_levels": 16},
+            # 8 levels: with 16, nextpnr's router does not converge (the level update and level table are the
+            # congestion: bench/results/boards_built.md); with 8 the card routes and meets timing.
+            core={"data_width": 32, "n_instruments": 64, "n_orders": 16384, "n_levels": 8},
             core_mhz=40.0,
             platform=_ecpix5,
         ),
