@@ -43,18 +43,20 @@ DEVICES = {
 BUILT = ["ecpix5-85"]
 
 
-@pytest.fixture(scope="module", params=BUILT)
-def built(request, tmp_path_factory):
-    name = request.param
-    folder = tmp_path_factory.mktemp(name)
-    done = subprocess.run([sys.executable, "-m", "wirebook", "hw", "build", "--board", name, "--folder", str(folder),
+@pytest.mark.parametrize("name", BUILT)
+def test_the_card_builds_meets_timing_and_makes_a_bitstream_for_its_device(name, tmp_path):
+    """One test, one build: a module fixture would be built again on each pytest-xdist worker."""
+    done = subprocess.run([sys.executable, "-m", "wirebook", "hw", "build", "--board", name, "--folder", str(tmp_path),
                            "--json"], capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, f"the build failed:\n{done.stderr[-4000:]}"
     assert "yosys" in done.stderr and "nextpnr" in done.stderr, "the progress display names the stages"
-    return name, folder, json.loads(done.stdout)
+    built = (name, tmp_path, json.loads(done.stdout))
+    check_timing_on_every_clock_and_the_device_use(built)
+    check_the_bitstream_is_for_the_device_and_the_svf_checks_it_first(built)
+    check_nextpnr_report_agrees_with_the_json(built)
 
 
-def test_the_build_meets_timing_on_every_clock_and_fits_the_device(built):
+def check_timing_on_every_clock_and_the_device_use(built) -> None:
     name, _folder, result = built
     device = DEVICES[name]
     assert result["board"] == name and result["timing_met"] is True
@@ -68,7 +70,7 @@ def test_the_build_meets_timing_on_every_clock_and_fits_the_device(built):
     assert 0 < use["LUT4"] <= device.luts and 0 < use["FF"] <= device.luts and 0 < use["EBR"] <= device.ebr
 
 
-def test_the_bitstream_is_for_the_device_and_the_svf_checks_it_first(built):
+def check_the_bitstream_is_for_the_device_and_the_svf_checks_it_first(built) -> None:
     name, folder, result = built
     idcode = DEVICES[name].idcode
     bit = (folder / "wirebook.bit").read_bytes()
@@ -84,7 +86,7 @@ def test_the_bitstream_is_for_the_device_and_the_svf_checks_it_first(built):
     assert burst is not None and read_id.start() < burst.start()
 
 
-def test_nextpnr_report_agrees_with_the_json(built):
+def check_nextpnr_report_agrees_with_the_json(built) -> None:
     _name, folder, result = built
     report = json.loads((folder / "wirebook.report.json").read_text())
     assert {c: round(float(v["achieved"]), 2) for c, v in report["fmax"].items()} == result["fmax_mhz"]
