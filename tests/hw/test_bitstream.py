@@ -13,19 +13,16 @@ nextpnr's own report agreeing with the JSON.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
 
 import pytest
+from ecp5_bitstream import assert_bitstream_for
 
 from wirebook.hw.boards import board
 
 pytestmark = pytest.mark.slow
-
-PREAMBLE = b"\xff\xff\xbd\xb3"  # ECP5 sysCONFIG: the synchronisation word every bitstream starts its commands with
-VERIFY_ID = b"\xe2\x00\x00\x00"  # ECP5 sysCONFIG: VERIFY_ID, followed by the device's JTAG IDCODE
 
 
 @dataclass(frozen=True)
@@ -72,18 +69,8 @@ def check_timing_on_every_clock_and_the_device_use(built) -> None:
 
 def check_the_bitstream_is_for_the_device_and_the_svf_checks_it_first(built) -> None:
     name, folder, result = built
-    idcode = DEVICES[name].idcode
-    bit = (folder / "wirebook.bit").read_bytes()
     assert result["bitstream"] == str(folder / "wirebook.bit")
-    assert bit.index(PREAMBLE) < 1024
-    at = bit.index(VERIFY_ID)
-    assert int.from_bytes(bit[at + 4 : at + 8], "big") == idcode
-    svf = (folder / "wirebook.svf").read_text()
-    # IDCODE instruction (0xE0), then the 32-bit IDCODE compared with the device's, before any programming
-    read_id = re.search(r"SIR\s+8\s+TDI\s+\(E0\);\s*SDR\s+32\s+TDI\s+\(00000000\)\s+TDO\s+\(([0-9A-F]{8})\)", svf)
-    assert read_id is not None and int(read_id.group(1), 16) == idcode
-    burst = re.search(r"SIR\s+8\s+TDI\s+\(7A\);", svf)  # LSC_BITSTREAM_BURST: the configuration data follow
-    assert burst is not None and read_id.start() < burst.start()
+    assert_bitstream_for(folder, DEVICES[name].idcode)
 
 
 def check_nextpnr_report_agrees_with_the_json(built) -> None:

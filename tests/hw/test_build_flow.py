@@ -11,17 +11,15 @@ lines. The card itself does not route on the 25F yet (bench/results/boards_built
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.lib import io
+from ecp5_bitstream import assert_bitstream_for
 
 from wirebook.hw import build as hw_build
 from wirebook.hw import card_top
 
-PREAMBLE = b"\xff\xff\xbd\xb3"  # ECP5 sysCONFIG: the synchronisation word the bitstream's commands follow
-VERIFY_ID = b"\xe2\x00\x00\x00"  # ECP5 sysCONFIG: VERIFY_ID, followed by the device's JTAG IDCODE
 LFE5U_25F_IDCODE = 0x41111043  # Lattice ECP5 family data sheet (DS1044), JTAG IDCODE table
 OSCILLATOR_MHZ = 25.0  # the Colorlight's oscillator, the platform's default clock
 
@@ -72,17 +70,8 @@ def test_nextpnr_places_with_the_static_placer_and_routes_with_router2(built):
 
 def test_the_bitstream_is_for_the_lfe5u_25f_and_the_svf_checks_the_idcode(built):
     folder, result, _said = built
-    bit = (folder / "wirebook.bit").read_bytes()
     assert result.bitstream == str(folder / "wirebook.bit")
-    assert bit.index(PREAMBLE) < 1024
-    at = bit.index(VERIFY_ID)
-    assert int.from_bytes(bit[at + 4 : at + 8], "big") == LFE5U_25F_IDCODE
-    svf = (folder / "wirebook.svf").read_text()
-    # IDCODE instruction (0xE0), then the 32-bit IDCODE compared with the device's, before any programming
-    read_id = re.search(r"SIR\s+8\s+TDI\s+\(E0\);\s*SDR\s+32\s+TDI\s+\(00000000\)\s+TDO\s+\(([0-9A-F]{8})\)", svf)
-    assert read_id is not None and int(read_id.group(1), 16) == LFE5U_25F_IDCODE
-    burst = re.search(r"SIR\s+8\s+TDI\s+\(7A\);", svf)  # LSC_BITSTREAM_BURST: the configuration data follow
-    assert burst is not None and read_id.start() < burst.start()
+    assert_bitstream_for(folder, LFE5U_25F_IDCODE)
 
 
 def test_nextpnr_report_agrees_with_the_result(built):
