@@ -328,8 +328,11 @@ class Agent:
     def stop(self) -> None:
         self._running = False
 
-    def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Cancel every open quote, wait for the answers (at most `timeout_s`), flush the journal, log out."""
+    def shutdown(self, timeout_s: float | None = None) -> None:
+        """Cancel every open quote, wait for the answers (at most `timeout_s`, by default [agent]
+        shutdown_timeout_s), flush the journal, log out."""
+        if timeout_s is None:
+            timeout_s = self.config.agent.shutdown_timeout_s
         clock = self.clock
         self._closing = True
         if self.session.logged_in:
@@ -344,6 +347,13 @@ class Agent:
                 self.receive()
                 self.card.poll()
                 time.sleep(0.0005)
+            if self.orders.open_count:
+                log.warning(
+                    "shutting down with %d orders still open: the exchange did not confirm the cancels "
+                    "within %.1f s ([agent] shutdown_timeout_s)",
+                    self.orders.open_count,
+                    timeout_s,
+                )
             self.session.logout()
         if self.control is not None:
             self.control.stop()

@@ -49,6 +49,9 @@ class AgentSection(ConfigModel):
     cpu: int | None = Field(None, ge=0, description="pin the agent's thread to this CPU")
     token_prefix: str = Field("WB", min_length=1, max_length=6, pattern=r"^[A-Za-z0-9]+$")
     requote_interval_ms: int = Field(100, gt=0, description="revisit every instrument's quote this often")
+    shutdown_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="on shutdown, wait this long for the exchange to confirm the cancels"
+    )
 
     @field_validator("instruments")
     @classmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -200,6 +201,22 @@ def test_kill_switch_from_the_control_api_cancels_everything(job):
     assert view.open_tokens() == []  # and nothing is open at the exchange after it, before any shutdown
     assert j.agent.risk.rejects  # later quotes were refused (KILL_SWITCH)
     assert j.agent.status()["kill_switch"] is True
+
+
+def test_shutdown_waits_for_the_cancels_at_most_its_timeout_and_says_what_is_left_open(job, caplog):
+    j = job(overrides={"strategy": {"size": 100}, "agent": {"shutdown_timeout_s": 0.5}})
+    j.run(seconds=2.0)
+    resting = j.agent.orders.open_count
+    assert resting > 0
+    j.agent.gateway.poll = lambda now_ns: []  # the exchange's answers never reach the agent
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="wirebook.host.agent"):
+        j.close()
+    waited = time.monotonic() - started
+    assert 0.5 <= waited < 5.0
+    assert j.agent.orders.open_count == resting  # nothing confirmed, so nothing is taken as canceled
+    assert f"shutting down with {resting} orders still open" in caplog.text
+    assert "within 0.5 s" in caplog.text
 
 
 def test_wirebook_run_json_prints_the_summary(tmp_path):
